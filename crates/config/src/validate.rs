@@ -1,0 +1,318 @@
+//! Cross-field validation: everything serde cannot check on its own. Each error
+//! names the field as `table[index].key` and, where it can, the line.
+
+use crate::locate::line_of;
+use crate::model::*;
+use crate::scram::ScramVerifier;
+use crate::ConfigError;
+use std::collections::HashSet;
+
+struct Checker<'a> {
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn err(&self, table: &str, index: Option<usize>, key: &str, message: String) -> ConfigError {
+        let field = match index {
+            Some(i) => format!("{table}[{i}].{key}"),
+            None => format!("{table}.{key}"),
+        };
+        ConfigError::Invalid {
+            field,
+            message,
+            line: line_of(self.text, table, index.unwrap_or(0), Some(key))
+                .or_else(|| line_of(self.text, table, index.unwrap_or(0), None)),
+        }
+    }
+}
+
+/// Names that become part of SQL identifiers: keep them boring.
+fn is_plain_name(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigError> {
+    let c = Checker { text };
+    let g = &cfg.gateway;
+    if g.tls_cert.is_some() != g.tls_key.is_some() {
+        return Err(c.err(
+            "gateway",
+            None,
+            if g.tls_cert.is_some() { "tls_key" } else { "tls_cert" },
+            "tls_cert and tls_key must be given together".into(),
+        ));
+    }
+    if g.require_tls && g.tls_cert.is_none() {
+        return Err(c.err(
+            "gateway",
+            None,
+            "require_tls",
+            "require_tls needs tls_cert and tls_key".into(),
+        ));
+    }
+    if !g.login_role_prefix.is_empty()
+        && !g
+            .login_role_prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        || g.login_role_prefix.is_empty()
+        || g.login_role_prefix.len() > 16
+    {
+        return Err(c.err(
+            "gateway",
+            None,
+            "login_role_prefix",
+            "use 1 to 16 characters of a-z, 0-9 and _ (it starts every login role name)".into(),
+        ));
+    }
+    if g.max_query_bytes < 1024 || g.max_query_bytes > (1 << 30) {
+        return Err(c.err(
+            "gateway",
+            None,
+            "max_query_bytes",
+            "must be between 1024 and 1073741824".into(),
+        ));
+    }
+    if g.max_message_bytes < 1024 || g.max_message_bytes > (1 << 30) {
+        return Err(c.err(
+            "gateway",
+            None,
+            "max_message_bytes",
+            "must be between 1024 and 1073741824".into(),
+        ));
+    }
+    for (key, addr) in [("listen", &g.listen), ("api_listen", &g.api_listen)] {
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(c.err(
+                "gateway",
+                None,
+                key,
+                format!("`{addr}` is not an address like 127.0.0.1:6432"),
+            ));
+        }
+    }
+
+    let mut groups = HashSet::new();
+    for (i, grp) in cfg.groups.iter().enumerate() {
+        if !is_plain_name(&grp.name, 63) || !groups.insert(grp.name.as_str()) {
+            return Err(c.err(
+                "group",
+                Some(i),
+                "name",
+                format!("`{}` is empty, not a plain name, or declared twice", grp.name),
+            ));
+        }
+    }
+    let known_groups = |list: &[String], table: &str, i: usize, key: &str| {
+        for name in list {
+            if !groups.contains(name.as_str()) {
+                return Err(c.err(
+                    table,
+                    Some(i),
+                    key,
+                    format!("unknown group `{name}` (declare it with [[group]])"),
+                ));
+            }
+        }
+        Ok(())
+    };
+
+    let mut dbs = HashSet::new();
+    for (i, db) in cfg.databases.iter_mut().enumerate() {
+        if !is_plain_name(&db.name, 63) || !dbs.insert(db.name.clone()) {
+            return Err(c.err(
+                "database",
+                Some(i),
+                "name",
+                format!("`{}` is empty, not a plain name, or declared twice", db.name),
+            ));
+        }
+        if db.kind != "postgres" {
+            return Err(c.err(
+                "database",
+                Some(i),
+                "kind",
+                format!("`{}` is not supported (only \"postgres\")", db.kind),
+            ));
+        }
+        let admin: tokio_postgres::Config = db.admin_url.parse().map_err(|e| {
+            c.err(
+                "database",
+                Some(i),
+                "admin_url",
+                format!("not a postgres:// connection string: {e}"),
+            )
+        })?;
+        let tcp = matches!(
+            admin.get_hosts(),
+            [tokio_postgres::config::Host::Tcp(_)]
+        );
+        if !tcp || admin.get_ports().len() > 1 {
+            return Err(c.err(
+                "database",
+                Some(i),
+                "admin_url",
+                "needs exactly one TCP host (and at most one port)".into(),
+            ));
+        }
+        if admin.get_user().is_none() {
+            return Err(c.err(
+                "database",
+                Some(i),
+                "admin_url",
+                "needs a user (the administrative role)".into(),
+            ));
+        }
+        if db.tls != UpstreamTls::VerifyFull && db.tls_ca_file.is_some() {
+            return Err(c.err(
+                "database",
+                Some(i),
+                "tls_ca_file",
+                "only used with tls = \"verify-full\"".into(),
+            ));
+        }
+        db.admin = Some(admin);
+    }
+
+    let mut users = HashSet::new();
+    for (i, u) in cfg.users.iter_mut().enumerate() {
+        if !is_plain_name(&u.name, 47) || !users.insert(u.name.clone()) {
+            return Err(c.err(
+                "user",
+                Some(i),
+                "name",
+                format!(
+                    "`{}` is empty, longer than 47 characters, not a plain name \
+                     (a-z, A-Z, 0-9, _ - .), or declared twice",
+                    u.name
+                ),
+            ));
+        }
+        u.scram = Some(match (u.password.take(), &u.password_scram) {
+            (Some(p), None) if !p.is_empty() => ScramVerifier::from_password(&p),
+            (None, Some(v)) => ScramVerifier::parse(v)
+                .map_err(|m| c.err("user", Some(i), "password_scram", m))?,
+            (Some(_), Some(_)) => {
+                return Err(c.err(
+                    "user",
+                    Some(i),
+                    "password",
+                    "give either password or password_scram, not both".into(),
+                ))
+            }
+            _ => {
+                return Err(c.err(
+                    "user",
+                    Some(i),
+                    "password",
+                    "a non-empty password or password_scram is required".into(),
+                ))
+            }
+        });
+        known_groups(&u.groups, "user", i, "groups")?;
+    }
+
+    let mut roles = HashSet::new();
+    for (i, r) in cfg.roles.iter().enumerate() {
+        if !is_plain_name(&r.name, 63) || r.name == "deny" || !roles.insert(r.name.as_str()) {
+            return Err(c.err(
+                "role",
+                Some(i),
+                "name",
+                format!("`{}` is not a plain name, is reserved, or is declared twice", r.name),
+            ));
+        }
+        if !dbs.contains(&r.database) {
+            return Err(c.err(
+                "role",
+                Some(i),
+                "database",
+                format!("unknown database `{}`", r.database),
+            ));
+        }
+        known_groups(&r.requesters, "role", i, "requesters")?;
+        if r.default_duration > r.max_duration {
+            return Err(c.err(
+                "role",
+                Some(i),
+                "default_duration",
+                "is longer than max_duration".into(),
+            ));
+        }
+        if r.chain.is_empty() {
+            return Err(c.err(
+                "role",
+                Some(i),
+                "chain",
+                "needs at least one stage".into(),
+            ));
+        }
+        for stage in &r.chain {
+            known_groups(&stage.approvers, "role", i, "chain")?;
+            known_groups(&stage.escalate_to, "role", i, "chain")?;
+            if stage.min == 0 || stage.approvers.is_empty() {
+                return Err(c.err(
+                    "role",
+                    Some(i),
+                    "chain",
+                    "every stage needs approvers and min >= 1".into(),
+                ));
+            }
+        }
+    }
+
+    for (i, rule) in cfg.rules.iter().enumerate() {
+        if !dbs.contains(&rule.database) {
+            return Err(c.err(
+                "rule",
+                Some(i),
+                "database",
+                format!("unknown database `{}`", rule.database),
+            ));
+        }
+        for a in &rule.actions {
+            if !ACTIONS.contains(&a.as_str()) {
+                return Err(c.err(
+                    "rule",
+                    Some(i),
+                    "actions",
+                    format!("unknown action `{a}` (one of {})", ACTIONS.join(", ")),
+                ));
+            }
+        }
+        match (&rule.role, rule.approve_each) {
+            (Some(role), _) if role != "deny" && !roles.contains(role.as_str()) => {
+                return Err(c.err(
+                    "rule",
+                    Some(i),
+                    "role",
+                    format!("unknown role `{role}` (declare it with [[role]], or use \"deny\")"),
+                ))
+            }
+            (None, false) => {
+                return Err(c.err(
+                    "rule",
+                    Some(i),
+                    "role",
+                    "a rule needs role = \"<role>\" or \"deny\", or approve_each = true".into(),
+                ))
+            }
+            _ => {}
+        }
+    }
+
+    for (i, w) in cfg.webhooks.iter().enumerate() {
+        if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+            return Err(c.err(
+                "webhook",
+                Some(i),
+                "url",
+                "must be an http:// or https:// URL".into(),
+            ));
+        }
+    }
+    Ok(cfg)
+}

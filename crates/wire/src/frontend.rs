@@ -1,0 +1,132 @@
+//! Reading the client messages the gateway looks inside. Bodies only: the caller
+//! has already split off the header with [`crate::Header`].
+
+use crate::frame::{Reader, WireError};
+use bytes::{BufMut, BytesMut};
+
+/// `Query`: the SQL text (possibly several statements).
+pub fn query_text(body: &[u8]) -> Result<&str, WireError> {
+    let mut r = Reader::new(body);
+    let text = r.cstr("query text")?;
+    if !r.is_empty() {
+        return Err(WireError::Unexpected("bytes after Query text".into()));
+    }
+    Ok(text)
+}
+
+/// The parts of `Parse` the gateway needs.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Parse<'a> {
+    pub statement: &'a str,
+    pub query: &'a str,
+}
+
+/// `Parse`: statement name, query text, parameter type OIDs (validated, not returned).
+pub fn parse(body: &[u8]) -> Result<Parse<'_>, WireError> {
+    let mut r = Reader::new(body);
+    let statement = r.cstr("statement name")?;
+    let query = r.cstr("query text")?;
+    let n = r.i16("parameter type count")?;
+    if n < 0 {
+        return Err(WireError::Unexpected("negative parameter count".into()));
+    }
+    r.take(n as usize * 4, "parameter types")?;
+    if !r.is_empty() {
+        return Err(WireError::Unexpected("bytes after Parse".into()));
+    }
+    Ok(Parse { statement, query })
+}
+
+/// `FunctionCall`: the OID of the function called (fast-path interface).
+pub fn function_call_oid(body: &[u8]) -> Result<u32, WireError> {
+    Ok(Reader::new(body).i32("function oid")? as u32)
+}
+
+/// `SASLInitialResponse`: mechanism name and the client-first-message.
+pub fn sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), WireError> {
+    let mut r = Reader::new(body);
+    let mechanism = r.cstr("SASL mechanism")?;
+    let len = r.i32("SASL data length")?;
+    if len < 0 {
+        return Ok((mechanism, &[]));
+    }
+    let data = r.take(len as usize, "SASL data")?;
+    if !r.is_empty() {
+        return Err(WireError::Unexpected("bytes after SASL data".into()));
+    }
+    Ok((mechanism, data))
+}
+
+/// Appends a `Query` message (used to inject the gateway's own statements).
+pub fn write_query(buf: &mut BytesMut, sql: &str) {
+    buf.put_u8(b'Q');
+    buf.put_i32((4 + sql.len() + 1) as i32);
+    buf.put_slice(sql.as_bytes());
+    buf.put_u8(0);
+}
+
+/// Appends a `Describe` of a prepared statement.
+pub fn write_describe_statement(buf: &mut BytesMut, name: &str) {
+    buf.put_u8(b'D');
+    buf.put_i32((4 + 1 + name.len() + 1) as i32);
+    buf.put_u8(b'S');
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_query_text() {
+        assert_eq!(query_text(b"SELECT 1\0").unwrap(), "SELECT 1");
+        assert!(query_text(b"SELECT 1").is_err());
+        assert!(query_text(b"SELECT 1\0junk").is_err());
+    }
+
+    #[test]
+    fn reads_parse() {
+        let mut body = b"s1\0SELECT $1\0".to_vec();
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&23i32.to_be_bytes());
+        let p = parse(&body).unwrap();
+        assert_eq!(p.statement, "s1");
+        assert_eq!(p.query, "SELECT $1");
+    }
+
+    #[test]
+    fn parse_with_lying_parameter_count_is_refused() {
+        let mut body = b"\0SELECT 1\0".to_vec();
+        body.extend_from_slice(&5i16.to_be_bytes());
+        assert!(parse(&body).is_err());
+        let mut neg = b"\0SELECT 1\0".to_vec();
+        neg.extend_from_slice(&(-1i16).to_be_bytes());
+        assert!(parse(&neg).is_err());
+    }
+
+    #[test]
+    fn reads_sasl_initial_response() {
+        let mut body = b"SCRAM-SHA-256\0".to_vec();
+        body.extend_from_slice(&3i32.to_be_bytes());
+        body.extend_from_slice(b"abc");
+        assert_eq!(
+            sasl_initial_response(&body).unwrap(),
+            ("SCRAM-SHA-256", &b"abc"[..])
+        );
+        body.truncate(body.len() - 1);
+        assert!(sasl_initial_response(&body).is_err());
+    }
+
+    #[test]
+    fn written_messages_frame_correctly() {
+        let mut b = BytesMut::new();
+        write_query(&mut b, "SELECT 1");
+        let h = crate::Header::parse(&b, 100).unwrap().unwrap();
+        assert_eq!(h.frame_len(), b.len());
+        assert_eq!(query_text(&b[5..]).unwrap(), "SELECT 1");
+        let mut d = BytesMut::new();
+        write_describe_statement(&mut d, "x");
+        assert_eq!(&d[..], b"D\0\0\0\x07Sx\0");
+    }
+}
