@@ -1,0 +1,420 @@
+//! The relay: bytes between a client and its upstream connection, in both
+//! directions at once, inside one task.
+//!
+//! The two directions run as two futures joined by `select!` (not two tasks):
+//! each can block on its own write without stopping the other from reading, so
+//! large pipelines or COPY in one direction never deadlock against results
+//! flowing the other way, and they share state without cross-task messaging.
+//!
+//! Client → server: messages are framed (header only) and forwarded as raw
+//! bytes, a whole read's worth at once. `Query`, `Parse` and `FunctionCall` are
+//! buffered whole (up to `max_query_bytes`) and shown to the statement hook;
+//! other messages stream through without being buffered, whatever their size.
+//!
+//! Server → client: raw bytes, forwarded as soon as they arrive (never held back
+//! for later work, so NOTIFY reaches an idle client at once). Only
+//! `ReadyForQuery` (to know when the connection is idle) and `ErrorResponse`
+//! (see below) are looked at.
+//!
+//! Refusals: the relay replaces a refused message with one that makes the
+//! server itself fail at the same point — `Describe` of a statement named
+//! `jitgate_refused_<random>` for a `Parse`, `EXECUTE jitgate_refused_<random>`
+//! in place of a refused statement of a simple `Query` (statements before it
+//! still run, as they would in PostgreSQL). The server's "does not exist" error
+//! then arrives in order, aborts the transaction exactly as a real error would,
+//! and in a pipeline the server skips everything up to `Sync`. The server →
+//! client side swaps that error for the hook's error on its way out. No
+//! statement text the hook refused ever reaches the server.
+
+use crate::hook::{SessionInfo, Statement, StatementHook, Verdict};
+use crate::split;
+use crate::stream::{ReadHalf, Stream, WriteHalf};
+use bytes::{Buf, BytesMut};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use wire::backend::{error_code_and_message, ErrorFields};
+use wire::{frontend, tag, Header, WireError};
+
+const MARKER_PREFIX: &str = "jitgate_refused_";
+/// Server messages are trusted up to PostgreSQL's own 1 GB limit.
+const SERVER_MESSAGE_LIMIT: usize = (1 << 30) + 1024;
+/// An ErrorResponse larger than this is relayed without being examined.
+const INSPECT_ERROR_LIMIT: usize = 64 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+pub struct Limits {
+    pub max_query_bytes: usize,
+    pub max_message_bytes: usize,
+    pub message_timeout: Duration,
+}
+
+/// How a relay ended; the session decides what to tell whom.
+#[derive(Debug)]
+pub enum Ending {
+    /// The client sent Terminate or closed its socket. `reusable` when the
+    /// server answered everything, is idle outside a transaction, and no
+    /// partial message is in flight.
+    ClientLeft { reusable: bool },
+    /// The server closed the connection; `said_fatal` when its FATAL was relayed.
+    ServerClosed { said_fatal: bool },
+    /// The client broke the protocol; send it this and close.
+    ClientViolation(ErrorFields),
+    ClientIo(std::io::Error),
+    ServerIo(std::io::Error),
+    /// The gateway is shutting down and the session's grace time is over.
+    Shutdown,
+}
+
+/// State shared by the two directions (same task; atomics only to stay `Send`).
+#[derive(Default)]
+struct Progress {
+    sync_points_sent: AtomicU64,
+    ready_seen: AtomicU64,
+    last_status: AtomicU8,
+    backend_clean: AtomicBool,
+    server_fatal: AtomicBool,
+    has_refusals: AtomicBool,
+    refusals: Mutex<Vec<Refusal>>,
+}
+
+struct Refusal {
+    marker: String,
+    error: BytesMut,
+    /// The refusal's error comes before ReadyForQuery number `until`.
+    until: u64,
+}
+
+pub struct Relay<'a> {
+    pub session: &'a SessionInfo,
+    pub hook: &'a dyn StatementHook,
+    pub limits: &'a Limits,
+}
+
+fn violation(e: WireError) -> ErrorFields {
+    ErrorFields::fatal("08P01", format!("invalid frontend message: {e}"))
+}
+
+enum FrontEnd {
+    Left,
+}
+
+impl Relay<'_> {
+    pub async fn run(&self, client: &mut Stream, server: &mut Stream, stop: &CancellationToken) -> Ending {
+        let progress = Progress {
+            last_status: AtomicU8::new(b'I'),
+            backend_clean: AtomicBool::new(true),
+            ..Progress::default()
+        };
+        let (cr, cw) = client.split();
+        let (sr, sw) = server.split();
+        let ending = tokio::select! {
+            r = self.frontend(cr, sw, &progress) => match r {
+                Ok(FrontEnd::Left) => Ending::ClientLeft { reusable: false },
+                Err(e) => e,
+            },
+            r = self.backend(sr, cw, &progress) => r,
+            _ = stop.cancelled() => Ending::Shutdown,
+        };
+        match ending {
+            Ending::ClientLeft { .. } => Ending::ClientLeft {
+                reusable: progress.sync_points_sent.load(Relaxed) == progress.ready_seen.load(Relaxed)
+                    && progress.last_status.load(Relaxed) == b'I'
+                    && progress.backend_clean.load(Relaxed),
+            },
+            other => other,
+        }
+    }
+
+    fn refusal(&self, p: &Progress, error: ErrorFields, until: u64) -> String {
+        let marker = format!("{MARKER_PREFIX}{:032x}", rand::random::<u128>());
+        p.refusals.lock().unwrap().push(Refusal {
+            marker: marker.clone(),
+            error: error.to_bytes(),
+            until,
+        });
+        p.has_refusals.store(true, Relaxed);
+        marker
+    }
+
+    /// Checks one inspected message; returns its replacement if refused.
+    fn inspect(
+        &self,
+        tag: u8,
+        body: &[u8],
+        p: &Progress,
+        syncs: u64,
+        skipping: &mut bool,
+    ) -> Result<Option<BytesMut>, ErrorFields> {
+        let mut out = BytesMut::new();
+        match tag {
+            tag::QUERY => {
+                let text = frontend::query_text(body).map_err(violation)?;
+                for (offset, stmt) in split::statements(text) {
+                    if let Verdict::Refuse(err) = self.hook.check(self.session, Statement::Simple(stmt)) {
+                        let marker = self.refusal(p, err, syncs);
+                        let sql = format!("{}EXECUTE {marker}", &text[..offset]);
+                        frontend::write_query(&mut out, &sql);
+                        return Ok(Some(out));
+                    }
+                }
+            }
+            tag::PARSE => {
+                let parse = frontend::parse(body).map_err(violation)?;
+                if let Verdict::Refuse(err) = self.hook.check(self.session, Statement::Parse(parse.query)) {
+                    let marker = self.refusal(p, err, syncs + 1);
+                    frontend::write_describe_statement(&mut out, &marker);
+                    *skipping = true;
+                    return Ok(Some(out));
+                }
+            }
+            _ => {
+                let oid = frontend::function_call_oid(body).map_err(violation)?;
+                if let Verdict::Refuse(err) = self.hook.check(self.session, Statement::FunctionCall(oid)) {
+                    let marker = self.refusal(p, err, syncs);
+                    frontend::write_query(&mut out, &format!("EXECUTE {marker}"));
+                    return Ok(Some(out));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn frontend(
+        &self,
+        mut client: ReadHalf<'_>,
+        mut server: WriteHalf<'_>,
+        p: &Progress,
+    ) -> Result<FrontEnd, Ending> {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut out = BytesMut::new();
+        let mut passthrough = 0usize;
+        // After a refused Parse the server discards everything up to Sync;
+        // so do we (nothing is shown to the hook that the server won't run).
+        let mut skipping = false;
+        let mut syncs = 0u64;
+        loop {
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_CHUNK);
+            }
+            let read = if passthrough > 0 || !buf.is_empty() {
+                tokio::time::timeout(self.limits.message_timeout, client.read_buf(&mut buf))
+                    .await
+                    .map_err(|_| {
+                        Ending::ClientViolation(ErrorFields::fatal(
+                            "08P01",
+                            format!(
+                                "client stopped sending in the middle of a message for {:?}",
+                                self.limits.message_timeout
+                            ),
+                        ))
+                    })?
+            } else {
+                client.read_buf(&mut buf).await
+            };
+            match read {
+                Ok(0) => return Ok(FrontEnd::Left),
+                Ok(_) => {}
+                Err(e) => return Err(Ending::ClientIo(e)),
+            }
+            let (mut pos, mut start) = (0usize, 0usize);
+            let mut rewritten = false;
+            let mut terminated = false;
+            if passthrough > 0 {
+                pos = passthrough.min(buf.len());
+                passthrough -= pos;
+            }
+            while pos < buf.len() {
+                let h = match Header::parse(&buf[pos..], self.limits.max_message_bytes) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break,
+                    Err(e) => return Err(Ending::ClientViolation(violation(e))),
+                };
+                let end = pos + h.frame_len();
+                match h.tag {
+                    tag::QUERY | tag::PARSE | tag::FUNCTION_CALL if !skipping => {
+                        if h.body_len > self.limits.max_query_bytes {
+                            return Err(Ending::ClientViolation(ErrorFields::fatal(
+                                "54000",
+                                format!(
+                                    "statement of {} bytes exceeds max_query_bytes ({})",
+                                    h.body_len, self.limits.max_query_bytes
+                                ),
+                            )));
+                        }
+                        if end > buf.len() {
+                            buf.reserve(end - buf.len());
+                            break;
+                        }
+                        if h.tag != tag::PARSE {
+                            syncs += 1;
+                        }
+                        let body = &buf[pos + Header::SIZE..end];
+                        let replacement = self
+                            .inspect(h.tag, body, p, syncs, &mut skipping)
+                            .map_err(Ending::ClientViolation)?;
+                        if let Some(r) = replacement {
+                            out.extend_from_slice(&buf[start..pos]);
+                            out.extend_from_slice(&r);
+                            start = end;
+                            rewritten = true;
+                        }
+                        pos = end;
+                        continue;
+                    }
+                    tag::SYNC => {
+                        syncs += 1;
+                        skipping = false;
+                    }
+                    tag::TERMINATE => {
+                        terminated = true;
+                        break;
+                    }
+                    // Bind, Close, CopyData, CopyDone, CopyFail, Describe,
+                    // Execute, Flush (and Q/P/F while skipping): streamed.
+                    b'B' | b'C' | b'd' | b'c' | b'f' | b'D' | b'E' | b'H' | tag::QUERY
+                    | tag::PARSE | tag::FUNCTION_CALL => {}
+                    other => {
+                        return Err(Ending::ClientViolation(ErrorFields::fatal(
+                            "08P01",
+                            format!("invalid frontend message type {:?}", other as char),
+                        )))
+                    }
+                }
+                if end <= buf.len() {
+                    pos = end;
+                } else {
+                    passthrough = end - buf.len();
+                    pos = buf.len();
+                }
+            }
+            p.sync_points_sent.store(syncs, Relaxed);
+            let write = if rewritten {
+                out.extend_from_slice(&buf[start..pos]);
+                let r = server.write_all(&out).await;
+                out.clear();
+                r
+            } else if pos > 0 {
+                server.write_all(&buf[..pos]).await
+            } else {
+                Ok(())
+            };
+            write.map_err(Ending::ServerIo)?;
+            buf.advance(pos);
+            if terminated {
+                return Ok(FrontEnd::Left);
+            }
+        }
+    }
+
+    async fn backend(&self, mut server: ReadHalf<'_>, mut client: WriteHalf<'_>, p: &Progress) -> Ending {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut out = BytesMut::new();
+        let mut passthrough = 0usize;
+        loop {
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_CHUNK);
+            }
+            match server.read_buf(&mut buf).await {
+                Ok(0) => {
+                    return Ending::ServerClosed {
+                        said_fatal: p.server_fatal.load(Relaxed),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Ending::ServerIo(e),
+            }
+            p.backend_clean.store(false, Relaxed);
+            let (mut pos, mut start) = (0usize, 0usize);
+            let mut rewritten = false;
+            if passthrough > 0 {
+                pos = passthrough.min(buf.len());
+                passthrough -= pos;
+            }
+            while pos < buf.len() {
+                let h = match Header::parse(&buf[pos..], SERVER_MESSAGE_LIMIT) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Ending::ServerIo(std::io::Error::other(format!(
+                            "invalid message from the database: {e}"
+                        )))
+                    }
+                };
+                let end = pos + h.frame_len();
+                let inspect = match h.tag {
+                    tag::READY_FOR_QUERY => true,
+                    tag::ERROR_RESPONSE => h.body_len <= INSPECT_ERROR_LIMIT,
+                    _ => false,
+                };
+                if inspect {
+                    if end > buf.len() {
+                        break;
+                    }
+                    let body = &buf[pos + Header::SIZE..end];
+                    if h.tag == tag::READY_FOR_QUERY {
+                        self.ready(p, body.first().copied().unwrap_or(b'I'));
+                    } else if let Some(replacement) = self.server_error(p, body) {
+                        out.extend_from_slice(&buf[start..pos]);
+                        out.extend_from_slice(&replacement);
+                        start = end;
+                        rewritten = true;
+                    }
+                }
+                if end <= buf.len() {
+                    pos = end;
+                } else {
+                    passthrough = end - buf.len();
+                    pos = buf.len();
+                }
+            }
+            let write = if rewritten {
+                out.extend_from_slice(&buf[start..pos]);
+                let r = client.write_all(&out).await;
+                out.clear();
+                r
+            } else if pos > 0 {
+                client.write_all(&buf[..pos]).await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = write {
+                return Ending::ClientIo(e);
+            }
+            buf.advance(pos);
+            p.backend_clean
+                .store(buf.is_empty() && passthrough == 0, Relaxed);
+        }
+    }
+
+    fn ready(&self, p: &Progress, status: u8) {
+        let seen = p.ready_seen.fetch_add(1, Relaxed) + 1;
+        p.last_status.store(status, Relaxed);
+        if p.has_refusals.load(Relaxed) {
+            let mut list = p.refusals.lock().unwrap();
+            list.retain(|r| r.until > seen);
+            p.has_refusals.store(!list.is_empty(), Relaxed);
+        }
+    }
+
+    /// Notes FATALs; returns the hook's error if this is a refusal's marker error.
+    fn server_error(&self, p: &Progress, body: &[u8]) -> Option<BytesMut> {
+        if body.starts_with(b"SFATAL\0") || body.starts_with(b"SPANIC\0") {
+            p.server_fatal.store(true, Relaxed);
+        }
+        if !p.has_refusals.load(Relaxed) {
+            return None;
+        }
+        let (code, message) = error_code_and_message(body).ok()?;
+        if code != "26000" || !message.contains(MARKER_PREFIX) {
+            return None;
+        }
+        let mut list = p.refusals.lock().unwrap();
+        let i = list.iter().position(|r| message.contains(&r.marker))?;
+        let refusal = list.remove(i);
+        p.has_refusals.store(!list.is_empty(), Relaxed);
+        Some(refusal.error)
+    }
+}

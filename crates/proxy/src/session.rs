@@ -1,0 +1,192 @@
+//! One client connection, start to end: startup, authentication, login role,
+//! upstream connection (pooled), relay, and return of the connection to the pool.
+
+use crate::auth;
+use crate::hook::SessionInfo;
+use crate::pool::PoolKey;
+use crate::relay::{Ending, Relay};
+use crate::startup::{self, Opening, StartupError};
+use crate::stream::Stream;
+use crate::upstream::{ServerConn, UpstreamError};
+use crate::Shared;
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tracing::{debug, info, warn, Instrument};
+use wire::backend::{self, ErrorFields};
+
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("session", id, %peer);
+    run(tcp, id, shared).instrument(span).await
+}
+
+async fn say_fatal(stream: &mut Stream, e: &ErrorFields) {
+    let _ = stream.write_all(&e.to_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn run(tcp: TcpStream, id: u64, shared: Arc<Shared>) {
+    let _ = tcp.set_nodelay(true);
+    let deadline = Instant::now() + shared.config.gateway.startup_timeout;
+    let (mut client, request) = match startup::open(tcp, shared.tls.as_ref(), deadline).await {
+        Ok(Opening::Startup(s, r)) => (s, r),
+        Ok(Opening::Cancel { pid, secret }) => {
+            shared.cancels.cancel(pid, secret).await;
+            return;
+        }
+        Err((stream, e)) => {
+            match (stream, &e) {
+                (Some(mut s), StartupError::Fatal(f)) => {
+                    info!(error = %f.message, "refused at startup");
+                    say_fatal(&mut s, f).await;
+                }
+                _ => debug!(error = %e, "client left during startup"),
+            }
+            return;
+        }
+    };
+    match start_session(&mut client, &request, id, &shared, deadline).await {
+        Ok((info, key, conn)) => relay(client, info, key, conn, &shared).await,
+        Err(StartupError::Fatal(f)) => {
+            info!(error = %f.message, code = f.code, "connection refused");
+            say_fatal(&mut client, &f).await;
+        }
+        Err(StartupError::Io(e)) => debug!(error = %e, "client left during startup"),
+    }
+}
+
+async fn start_session(
+    client: &mut Stream,
+    request: &startup::Request,
+    id: u64,
+    shared: &Shared,
+    deadline: Instant,
+) -> Result<(SessionInfo, PoolKey, ServerConn), StartupError> {
+    let gateway = &shared.config.gateway;
+    if gateway.require_tls && !client.is_tls() {
+        return Err(StartupError::Fatal(
+            ErrorFields::fatal("28000", "jitgate requires TLS for every connection")
+                .with_hint("connect with sslmode=require"),
+        ));
+    }
+    let checked = startup::check(request)?;
+    if let Some(n) = startup::negotiation(request, &checked) {
+        client.write_all(&n).await?;
+    }
+    auth::authenticate(client, &shared.config, &shared.scram_secret, &checked.user, deadline).await?;
+    let Some(db) = shared.databases.get(&checked.database) else {
+        return Err(StartupError::Fatal(
+            ErrorFields::fatal(
+                "3D000",
+                format!("database \"{}\" is not configured in jitgate", checked.database),
+            )
+            .with_hint("use the name of a [[database]] entry as dbname"),
+        ));
+    };
+    let fatal = |code, msg: String| StartupError::Fatal(ErrorFields::fatal(code, msg));
+    let role = timeout_at(
+        deadline,
+        shared.login_roles.ensure(&checked.database, &db.admin, &checked.user),
+    )
+    .await
+    .map_err(|_| fatal("08006", "timed out preparing the login role".into()))?
+    .map_err(|e| {
+        warn!(error = %e, "login role provisioning failed");
+        fatal(
+            "28000",
+            format!("could not prepare the login role on \"{}\": {e}", checked.database),
+        )
+    })?;
+    let key = PoolKey {
+        database: checked.database.clone(),
+        login_role: role.name.clone(),
+        params: checked.upstream_params.clone(),
+    };
+    let conn = match shared.pool.take(&key).await {
+        Some(c) => c,
+        None => {
+            let connect_deadline = deadline.min(Instant::now() + gateway.upstream_connect_timeout);
+            timeout_at(
+                connect_deadline,
+                db.target.connect(&role.name, &role.password, &checked.upstream_params),
+            )
+            .await
+            .map_err(|_| fatal("08006", format!("timed out connecting to \"{}\"", checked.database)))?
+            .map_err(|e| upstream_refused(&checked.database, e))?
+        }
+    };
+    let info = SessionInfo {
+        id,
+        user: checked.user,
+        database: checked.database,
+        login_role: role.name.clone(),
+    };
+    Ok((info, key, conn))
+}
+
+fn upstream_refused(database: &str, e: UpstreamError) -> StartupError {
+    warn!(error = %e, database, "upstream connection failed");
+    let code = match &e {
+        UpstreamError::Server { code, .. } if code == "53300" => "53300",
+        _ => "08006",
+    };
+    StartupError::Fatal(ErrorFields::fatal(
+        code,
+        format!("could not connect to database \"{database}\": {e}"),
+    ))
+}
+
+async fn relay(mut client: Stream, info: SessionInfo, key: PoolKey, mut conn: ServerConn, shared: &Shared) {
+    let registration = shared
+        .cancels
+        .register(conn.pid, conn.secret, shared.databases[&info.database].target_addr());
+    let mut hello = BytesMut::with_capacity(conn.parameter_status.len() + 32);
+    hello.extend_from_slice(&conn.parameter_status);
+    backend::backend_key_data(&mut hello, conn.pid, registration.secret());
+    backend::ready_for_query(&mut hello, b'I');
+    if client.write_all(&hello).await.is_err() {
+        return;
+    }
+    info!(user = %info.user, database = %info.database, login_role = %info.login_role, "session started");
+    let relay = Relay {
+        session: &info,
+        hook: shared.hook.as_ref(),
+        limits: &shared.limits,
+    };
+    let ending = relay.run(&mut client, &mut conn.stream, &shared.closing).await;
+    drop(registration);
+    match ending {
+        Ending::ClientLeft { reusable } => {
+            debug!(reusable, "client left");
+            if reusable {
+                shared.pool.put(key, conn).await;
+            }
+        }
+        Ending::ServerClosed { said_fatal } => {
+            info!("database closed the connection");
+            if !said_fatal {
+                let e = ErrorFields::fatal("08006", "the database closed the connection unexpectedly");
+                say_fatal(&mut client, &e).await;
+            }
+        }
+        Ending::ClientViolation(e) => {
+            warn!(error = %e.message, "protocol violation by client");
+            say_fatal(&mut client, &e).await;
+        }
+        Ending::ServerIo(e) => {
+            warn!(error = %e, "database connection failed");
+            let e = ErrorFields::fatal("08006", format!("connection to the database failed: {e}"));
+            say_fatal(&mut client, &e).await;
+        }
+        Ending::ClientIo(e) => debug!(error = %e, "client connection failed"),
+        Ending::Shutdown => {
+            let e = ErrorFields::fatal("57P01", "terminating connection: jitgate is shutting down");
+            say_fatal(&mut client, &e).await;
+        }
+    }
+}
