@@ -88,6 +88,9 @@ pub struct Gateway {
     pub shutdown_timeout: Duration,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Runtime threads: 0 = one per core, 1 = single-threaded.
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

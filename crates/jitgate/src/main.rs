@@ -61,7 +61,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logging(cfg.gateway.log_format);
-            run(serve(cfg))
+            run_with(cfg.gateway.worker_threads, serve(cfg))
         }
         Command::Demo { listen } => {
             init_logging(LogFormat::Plain);
@@ -95,7 +95,20 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 fn run(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    run_with(0, work)
+}
+
+/// `threads`: 0 = one worker per core, 1 = a single-threaded runtime.
+fn run_with(threads: usize, work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .expect("tokio runtime");
     match rt.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
