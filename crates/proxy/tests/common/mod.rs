@@ -20,7 +20,12 @@ pub const BOB_PW: &str = "bob-secret";
 pub fn cluster() -> &'static Cluster {
     static READY: OnceLock<()> = OnceLock::new();
     let c = Cluster::shared();
-    READY.get_or_init(|| {
+    READY.get_or_init(|| setup_app(c));
+    c
+}
+
+/// Creates the `app` database: tables, and the baseline role `app_read`.
+pub fn setup_app(c: &Cluster) {
         c.psql("postgres", "CREATE DATABASE app").unwrap();
         c.psql(
             "app",
@@ -34,13 +39,16 @@ pub fn cluster() -> &'static Cluster {
              GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON scratch TO app_read;",
         )
         .unwrap();
-    });
-    c
 }
 
 /// A config for a gateway on a random port. Each gateway gets its own login
 /// role prefix: gateways re-set login-role passwords, and tests run in parallel.
 pub fn config_text(extra_gateway: &str, extra: &str) -> String {
+    config_for(&cluster().url("app"), extra_gateway, extra)
+}
+
+/// Like `config_text`, for a database at `url`.
+pub fn config_for(url: &str, extra_gateway: &str, extra: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let prefix = format!("t{}_{}_", std::process::id() % 10000, n);
@@ -68,8 +76,7 @@ groups = ["engineers"]
 name = "bob"
 password = "{BOB_PW}"
 {extra}
-"#,
-        url = cluster().url("app"),
+"#
     )
 }
 
