@@ -1,0 +1,97 @@
+//! Session-mode pooling: reuse after a clean disconnect, with session state
+//! reset; no reuse of a connection that was left mid-transaction; no sharing
+//! between users; idle connections time out.
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn pid(c: &tokio_postgres::Client) -> i32 {
+    c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
+}
+
+async fn settle() {
+    // The gateway resets and pools the connection after the client leaves.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_clean_disconnect_returns_a_reset_connection_to_the_pool() {
+    let gw = TestGateway::start().await;
+    let c = gw.alice().await;
+    let first = pid(&c).await;
+    c.batch_execute("SET work_mem = '7MB'; CREATE TEMP TABLE mine (x int); LISTEN ch; PREPARE p AS SELECT 1")
+        .await
+        .unwrap();
+    drop(c);
+    settle().await;
+    assert_eq!(gw.shared.pool.idle_count(), 1);
+    let c = gw.alice().await;
+    assert_eq!(pid(&c).await, first, "the pooled connection is reused");
+    let wm: String = c.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
+    assert_eq!(wm, "4MB", "settings are reset");
+    let temp = c.query("SELECT 1 FROM pg_class WHERE relname = 'mine' AND relpersistence = 't'", &[]).await.unwrap();
+    assert!(temp.is_empty(), "temp tables are gone");
+    let err = c.batch_execute("EXECUTE p").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "26000", "prepared statements are gone");
+}
+
+#[tokio::test]
+async fn a_connection_left_mid_transaction_is_not_reused() {
+    let gw = TestGateway::start().await;
+    let c = gw.alice().await;
+    let first = pid(&c).await;
+    c.batch_execute("BEGIN; INSERT INTO scratch VALUES (424242, 'half')").await.unwrap();
+    drop(c);
+    settle().await;
+    assert_eq!(gw.shared.pool.idle_count(), 0);
+    let c = gw.alice().await;
+    assert_ne!(pid(&c).await, first);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM scratch WHERE id = 424242", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the abandoned transaction rolled back");
+}
+
+#[tokio::test]
+async fn users_never_share_connections_and_parameters_are_part_of_the_key() {
+    let gw = TestGateway::start().await;
+    let c = gw.alice().await;
+    let alice_pid = pid(&c).await;
+    drop(c);
+    settle().await;
+    let bob = gw.connect("bob", BOB_PW).await.unwrap();
+    assert_ne!(pid(&bob).await, alice_pid);
+    let who: String = bob.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    assert_eq!(who, gw.login_role("bob"));
+    // Alice with different startup parameters gets a fresh connection too.
+    let cs = format!("{} application_name=other", gw.conn_string("alice", ALICE_PW));
+    let (c, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    assert_ne!(pid(&c).await, alice_pid);
+    let app: String = c.query_one("SHOW application_name", &[]).await.unwrap().get(0);
+    assert_eq!(app, "other");
+}
+
+#[tokio::test]
+async fn idle_pooled_connections_time_out() {
+    cluster();
+    let text = config_text("pool_idle_timeout = \"1s\"", "");
+    let gw = TestGateway::start_with(&text, Arc::new(proxy::AllowAll)).await;
+    let c = gw.alice().await;
+    let first = pid(&c).await;
+    drop(c);
+    settle().await;
+    assert_eq!(gw.shared.pool.idle_count(), 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let c = gw.alice().await;
+    assert_ne!(pid(&c).await, first, "an expired idle connection is not handed out");
+    let gone = cluster()
+        .psql("app", &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {first}"))
+        .unwrap();
+    assert_eq!(gone, "0", "and it was closed");
+}
