@@ -3,6 +3,7 @@
 
 use crate::auth;
 use crate::hook::SessionInfo;
+use crate::login_role::ProvisionError;
 use crate::pool::PoolKey;
 use crate::relay::{Ending, Relay};
 use crate::startup::{self, Opening, StartupError};
@@ -97,8 +98,13 @@ async fn start_session(
     .map_err(|_| fatal("08006", "timed out preparing the login role".into()))?
     .map_err(|e| {
         warn!(error = %e, "login role provisioning failed");
+        // Unreachable database: a connection failure; anything else: the role.
+        let code = match e {
+            ProvisionError::AdminConnect(_) => "08006",
+            _ => "28000",
+        };
         fatal(
-            "28000",
+            code,
             format!("could not prepare the login role on \"{}\": {e}", checked.database),
         )
     })?;
