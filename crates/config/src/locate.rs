@@ -46,7 +46,8 @@ mod tests {
 
     #[test]
     fn finds_the_key_in_the_right_table() {
-        let t = "[gateway]\nlisten = 'x'\n\n[[user]]\nname = 'a'\n[[user]]\nname = 'b'\ngroups = []\n";
+        let t =
+            "[gateway]\nlisten = 'x'\n\n[[user]]\nname = 'a'\n[[user]]\nname = 'b'\ngroups = []\n";
         assert_eq!(line_of(t, "user", 1, Some("groups")), Some(8));
         assert_eq!(line_of(t, "user", 0, Some("groups")), None);
         assert_eq!(line_of(t, "user", 1, None), Some(6));

@@ -143,7 +143,9 @@ pub struct Database {
 impl Database {
     /// The parsed admin connection settings. Present after validation.
     pub fn admin(&self) -> &tokio_postgres::Config {
-        self.admin.as_ref().expect("validated config has parsed admin_url")
+        self.admin
+            .as_ref()
+            .expect("validated config has parsed admin_url")
     }
 
     /// Host and port the gateway connects to (validation guarantees a TCP host).

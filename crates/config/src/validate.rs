@@ -41,7 +41,11 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
         return Err(c.err(
             "gateway",
             None,
-            if g.tls_cert.is_some() { "tls_key" } else { "tls_cert" },
+            if g.tls_cert.is_some() {
+                "tls_key"
+            } else {
+                "tls_cert"
+            },
             "tls_cert and tls_key must be given together".into(),
         ));
     }
@@ -102,7 +106,10 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
                 "group",
                 Some(i),
                 "name",
-                format!("`{}` is empty, not a plain name, or declared twice", grp.name),
+                format!(
+                    "`{}` is empty, not a plain name, or declared twice",
+                    grp.name
+                ),
             ));
         }
     }
@@ -127,7 +134,10 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
                 "database",
                 Some(i),
                 "name",
-                format!("`{}` is empty, not a plain name, or declared twice", db.name),
+                format!(
+                    "`{}` is empty, not a plain name, or declared twice",
+                    db.name
+                ),
             ));
         }
         if db.kind != "postgres" {
@@ -146,10 +156,7 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
                 format!("not a postgres:// connection string: {e}"),
             )
         })?;
-        let tcp = matches!(
-            admin.get_hosts(),
-            [tokio_postgres::config::Host::Tcp(_)]
-        );
+        let tcp = matches!(admin.get_hosts(), [tokio_postgres::config::Host::Tcp(_)]);
         if !tcp || admin.get_ports().len() > 1 {
             return Err(c.err(
                 "database",
@@ -193,8 +200,9 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
         }
         u.scram = Some(match (u.password.take(), &u.password_scram) {
             (Some(p), None) if !p.is_empty() => ScramVerifier::from_password(&p),
-            (None, Some(v)) => ScramVerifier::parse(v)
-                .map_err(|m| c.err("user", Some(i), "password_scram", m))?,
+            (None, Some(v)) => {
+                ScramVerifier::parse(v).map_err(|m| c.err("user", Some(i), "password_scram", m))?
+            }
             (Some(_), Some(_)) => {
                 return Err(c.err(
                     "user",
@@ -222,7 +230,10 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
                 "role",
                 Some(i),
                 "name",
-                format!("`{}` is not a plain name, is reserved, or is declared twice", r.name),
+                format!(
+                    "`{}` is not a plain name, is reserved, or is declared twice",
+                    r.name
+                ),
             ));
         }
         if !dbs.contains(&r.database) {
@@ -243,12 +254,7 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
             ));
         }
         if r.chain.is_empty() {
-            return Err(c.err(
-                "role",
-                Some(i),
-                "chain",
-                "needs at least one stage".into(),
-            ));
+            return Err(c.err("role", Some(i), "chain", "needs at least one stage".into()));
         }
         for stage in &r.chain {
             known_groups(&stage.approvers, "role", i, "chain")?;

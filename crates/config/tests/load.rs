@@ -66,12 +66,19 @@ fn the_design_example_loads() {
     let alice = cfg.user("alice").unwrap();
     assert!(alice.password.is_none(), "plain password must be dropped");
     assert!(alice.scram.is_some());
-    assert_eq!(cfg.roles[0].chain[0].escalate_after, Some(Duration::from_secs(600)));
+    assert_eq!(
+        cfg.roles[0].chain[0].escalate_after,
+        Some(Duration::from_secs(600))
+    );
 }
 
 fn invalid(text: &str) -> (String, Option<usize>, String) {
     match Config::from_toml(text) {
-        Err(ConfigError::Invalid { field, line, message }) => (field, line, message),
+        Err(ConfigError::Invalid {
+            field,
+            line,
+            message,
+        }) => (field, line, message),
         other => panic!("expected a validation error, got {other:?}"),
     }
 }
@@ -82,7 +89,9 @@ fn with(extra: &str) -> String {
 
 #[test]
 fn unknown_group_names_field_and_line() {
-    let (field, line, msg) = invalid(&with("[[user]]\nname = \"bob\"\npassword = \"x\"\ngroups = [\"nobody\"]\n"));
+    let (field, line, msg) = invalid(&with(
+        "[[user]]\nname = \"bob\"\npassword = \"x\"\ngroups = [\"nobody\"]\n",
+    ));
     assert_eq!(field, "user[0].groups");
     assert_eq!(line, Some(10));
     assert!(msg.contains("nobody"));
@@ -119,7 +128,11 @@ fn gateway_settings_are_checked() {
         // A missing key points at its table.
         ("tls_cert = \"/x.pem\"", "gateway.tls_key", 1),
         ("listen = \"localhost\"", "gateway.listen", 2),
-        ("login_role_prefix = \"Robert'); DROP\"", "gateway.login_role_prefix", 2),
+        (
+            "login_role_prefix = \"Robert'); DROP\"",
+            "gateway.login_role_prefix",
+            2,
+        ),
         ("max_query_bytes = 10", "gateway.max_query_bytes", 2),
     ] {
         let (field, line, _) = invalid(&format!("[gateway]\n{}\n", g.0));

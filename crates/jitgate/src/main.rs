@@ -17,7 +17,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "jitgate", version, about = "Just-in-time privileged access for PostgreSQL")]
+#[command(
+    name = "jitgate",
+    version,
+    about = "Just-in-time privileged access for PostgreSQL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -99,10 +103,17 @@ fn run(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode 
 }
 
 /// `threads`: 0 = one worker per core, 1 = a single-threaded runtime.
-fn run_with(threads: usize, work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+fn run_with(
+    threads: usize,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
     let rt = match threads {
-        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
         n => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
             .enable_all()

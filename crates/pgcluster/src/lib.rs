@@ -198,7 +198,11 @@ impl Cluster {
             if ready {
                 return Ok(());
             }
-            if let Some(status) = self.server.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .server
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 return Err(io::Error::other(format!(
                     "postgres exited with {status}:\n{}",
                     self.log()
@@ -233,7 +237,16 @@ impl Cluster {
     pub fn psql(&self, db: &str, sql: &str) -> io::Result<String> {
         let out = Command::new("psql")
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .env("PGPASSWORD", &self.password)
             .output()?;
         let out = check(out, "psql")?;
@@ -324,7 +337,9 @@ fn find_bin_dir() -> io::Result<PathBuf> {
 fn is_root() -> bool {
     // The owner of /proc/self is our effective uid.
     use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 fn lookup_user(name: &str) -> Option<(u32, u32)> {

@@ -70,12 +70,18 @@ pub async fn authenticate(
     Ok(())
 }
 
-async fn expect_password_message(stream: &mut Stream, deadline: Instant) -> Result<BytesMut, StartupError> {
+async fn expect_password_message(
+    stream: &mut Stream,
+    deadline: Instant,
+) -> Result<BytesMut, StartupError> {
     let (tag, body) = read_message(stream, MAX_SASL_MESSAGE, deadline).await?;
     if tag != wire::tag::PASSWORD {
         return Err(StartupError::Fatal(ErrorFields::fatal(
             "08P01",
-            format!("expected a SASL response, got message type {:?}", tag as char),
+            format!(
+                "expected a SASL response, got message type {:?}",
+                tag as char
+            ),
         )));
     }
     Ok(body)

@@ -105,7 +105,10 @@ pub struct Gateway {
 
 impl Gateway {
     /// Prepares TLS and databases and binds the listener (nothing is served yet).
-    pub async fn bind(config: Arc<Config>, hook: Arc<dyn StatementHook>) -> Result<Gateway, GatewayError> {
+    pub async fn bind(
+        config: Arc<Config>,
+        hook: Arc<dyn StatementHook>,
+    ) -> Result<Gateway, GatewayError> {
         let g = &config.gateway;
         let tls = match (&g.tls_cert, &g.tls_key) {
             (Some(cert), Some(key)) => Some(TlsAcceptor::from(
@@ -123,7 +126,8 @@ impl Gateway {
                 source,
             };
             let (host, port) = db.upstream_addr();
-            let client_tls = tls::client_config(db.tls, db.tls_ca_file.as_deref()).map_err(tls_err)?;
+            let client_tls =
+                tls::client_config(db.tls, db.tls_ca_file.as_deref()).map_err(tls_err)?;
             let server_name = match client_tls {
                 Some(_) => Some(tls::server_name(&host).map_err(tls_err)?),
                 None => None,
@@ -136,15 +140,20 @@ impl Gateway {
                 tls: client_tls,
                 server_name,
             };
-            let admin = Admin::new(target.clone(), db.admin().clone(), db.baseline_roles.clone());
+            let admin = Admin::new(
+                target.clone(),
+                db.admin().clone(),
+                db.baseline_roles.clone(),
+            );
             databases.insert(db.name.clone(), DatabaseRuntime { target, admin });
         }
-        let listener = TcpListener::bind(&g.listen)
-            .await
-            .map_err(|source| GatewayError::Listen {
-                addr: g.listen.clone(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(&g.listen)
+                .await
+                .map_err(|source| GatewayError::Listen {
+                    addr: g.listen.clone(),
+                    source,
+                })?;
         let shared = Arc::new(Shared {
             tls,
             databases,
@@ -166,7 +175,9 @@ impl Gateway {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -206,10 +217,16 @@ impl Gateway {
         drop(self.listener);
         tracker.close();
         let open = tracker.len();
-        tracing::info!(open_sessions = open, "stopped accepting; waiting for sessions");
+        tracing::info!(
+            open_sessions = open,
+            "stopped accepting; waiting for sessions"
+        );
         let grace = self.shared.config.gateway.shutdown_timeout;
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::info!(open_sessions = tracker.len(), "grace time over; closing sessions");
+            tracing::info!(
+                open_sessions = tracker.len(),
+                "grace time over; closing sessions"
+            );
             self.shared.closing.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
         }

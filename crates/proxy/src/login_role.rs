@@ -61,7 +61,11 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(target: Target, config: tokio_postgres::Config, baseline_roles: Vec<String>) -> Admin {
+    pub fn new(
+        target: Target,
+        config: tokio_postgres::Config,
+        baseline_roles: Vec<String>,
+    ) -> Admin {
         Admin {
             target,
             config,
@@ -90,9 +94,12 @@ impl Admin {
     }
 }
 
+/// One provisioning per (database, user), shared by racing first connections.
+type Cell = Arc<OnceCell<Arc<LoginRole>>>;
+
 pub struct LoginRoles {
     prefix: String,
-    cells: Mutex<HashMap<(String, String), Arc<OnceCell<Arc<LoginRole>>>>>,
+    cells: Mutex<HashMap<(String, String), Cell>>,
 }
 
 pub fn quote_ident(s: &str) -> String {

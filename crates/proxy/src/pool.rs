@@ -92,7 +92,10 @@ async fn reset(conn: &mut ServerConn) -> Result<(), ()> {
         let mut buf = BytesMut::new();
         let mut failed = false;
         loop {
-            match read_frame(&mut conn.stream, &mut buf).await.map_err(|_| ())? {
+            match read_frame(&mut conn.stream, &mut buf)
+                .await
+                .map_err(|_| ())?
+            {
                 (b'E', _) => failed = true,
                 (b'Z', status) => {
                     return if !failed && status.first() == Some(&b'I') && buf.is_empty() {

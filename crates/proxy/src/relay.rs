@@ -57,9 +57,13 @@ pub enum Ending {
     /// The client sent Terminate or closed its socket. `reusable` when the
     /// server answered everything, is idle outside a transaction, and no
     /// partial message is in flight.
-    ClientLeft { reusable: bool },
+    ClientLeft {
+        reusable: bool,
+    },
     /// The server closed the connection; `said_fatal` when its FATAL was relayed.
-    ServerClosed { said_fatal: bool },
+    ServerClosed {
+        said_fatal: bool,
+    },
     /// The client broke the protocol; send it this and close.
     ClientViolation(ErrorFields),
     ClientIo(std::io::Error),
@@ -102,7 +106,12 @@ enum FrontEnd {
 }
 
 impl Relay<'_> {
-    pub async fn run(&self, client: &mut Stream, server: &mut Stream, stop: &CancellationToken) -> Ending {
+    pub async fn run(
+        &self,
+        client: &mut Stream,
+        server: &mut Stream,
+        stop: &CancellationToken,
+    ) -> Ending {
         let progress = Progress {
             last_status: AtomicU8::new(b'I'),
             backend_clean: AtomicBool::new(true),
@@ -120,7 +129,8 @@ impl Relay<'_> {
         };
         match ending {
             Ending::ClientLeft { .. } => Ending::ClientLeft {
-                reusable: progress.sync_points_sent.load(Relaxed) == progress.ready_seen.load(Relaxed)
+                reusable: progress.sync_points_sent.load(Relaxed)
+                    == progress.ready_seen.load(Relaxed)
                     && progress.last_status.load(Relaxed) == b'I'
                     && progress.backend_clean.load(Relaxed),
             },
@@ -153,7 +163,9 @@ impl Relay<'_> {
             tag::QUERY => {
                 let text = frontend::query_text(body).map_err(violation)?;
                 for (offset, stmt) in split::statements(text) {
-                    if let Verdict::Refuse(err) = self.hook.check(self.session, Statement::Simple(stmt)) {
+                    if let Verdict::Refuse(err) =
+                        self.hook.check(self.session, Statement::Simple(stmt))
+                    {
                         let marker = self.refusal(p, err, syncs);
                         let sql = format!("{}EXECUTE {marker}", &text[..offset]);
                         frontend::write_query(&mut out, &sql);
@@ -163,7 +175,9 @@ impl Relay<'_> {
             }
             tag::PARSE => {
                 let parse = frontend::parse(body).map_err(violation)?;
-                if let Verdict::Refuse(err) = self.hook.check(self.session, Statement::Parse(parse.query)) {
+                if let Verdict::Refuse(err) =
+                    self.hook.check(self.session, Statement::Parse(parse.query))
+                {
                     let marker = self.refusal(p, err, syncs + 1);
                     frontend::write_describe_statement(&mut out, &marker);
                     *skipping = true;
@@ -172,7 +186,9 @@ impl Relay<'_> {
             }
             _ => {
                 let oid = frontend::function_call_oid(body).map_err(violation)?;
-                if let Verdict::Refuse(err) = self.hook.check(self.session, Statement::FunctionCall(oid)) {
+                if let Verdict::Refuse(err) =
+                    self.hook.check(self.session, Statement::FunctionCall(oid))
+                {
                     let marker = self.refusal(p, err, syncs);
                     frontend::write_query(&mut out, &format!("EXECUTE {marker}"));
                     return Ok(Some(out));
@@ -274,8 +290,17 @@ impl Relay<'_> {
                     }
                     // Bind, Close, CopyData, CopyDone, CopyFail, Describe,
                     // Execute, Flush (and Q/P/F while skipping): streamed.
-                    b'B' | b'C' | b'd' | b'c' | b'f' | b'D' | b'E' | b'H' | tag::QUERY
-                    | tag::PARSE | tag::FUNCTION_CALL => {}
+                    b'B'
+                    | b'C'
+                    | b'd'
+                    | b'c'
+                    | b'f'
+                    | b'D'
+                    | b'E'
+                    | b'H'
+                    | tag::QUERY
+                    | tag::PARSE
+                    | tag::FUNCTION_CALL => {}
                     other => {
                         return Err(Ending::ClientViolation(ErrorFields::fatal(
                             "08P01",
@@ -309,7 +334,12 @@ impl Relay<'_> {
         }
     }
 
-    async fn backend(&self, mut server: ReadHalf<'_>, mut client: WriteHalf<'_>, p: &Progress) -> Ending {
+    async fn backend(
+        &self,
+        mut server: ReadHalf<'_>,
+        mut client: WriteHalf<'_>,
+        p: &Progress,
+    ) -> Ending {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut out = BytesMut::new();
         let mut passthrough = 0usize;

@@ -167,7 +167,8 @@ mod tests {
     /// Runs postgres-protocol's client (the one tokio-postgres uses) against ours.
     fn run(password_config: &str, password_client: &str, real: bool) -> Result<(), ScramError> {
         let verifier = ScramVerifier::from_password(password_config);
-        let mut client = ScramSha256::new(password_client.as_bytes(), ChannelBinding::unsupported());
+        let mut client =
+            ScramSha256::new(password_client.as_bytes(), ChannelBinding::unsupported());
         let (ex, server_first) = Exchange::start(&verifier, real, client.message())?;
         client.update(server_first.as_bytes()).unwrap();
         let server_final = ex.finish(client.message())?;
@@ -184,7 +185,10 @@ mod tests {
 
     #[test]
     fn a_wrong_password_fails() {
-        assert_eq!(run("correct horse", "battery", true), Err(ScramError::Failed));
+        assert_eq!(
+            run("correct horse", "battery", true),
+            Err(ScramError::Failed)
+        );
     }
 
     #[test]

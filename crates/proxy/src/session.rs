@@ -79,12 +79,22 @@ async fn start_session(
     if let Some(n) = startup::negotiation(request, &checked) {
         client.write_all(&n).await?;
     }
-    auth::authenticate(client, &shared.config, &shared.scram_secret, &checked.user, deadline).await?;
+    auth::authenticate(
+        client,
+        &shared.config,
+        &shared.scram_secret,
+        &checked.user,
+        deadline,
+    )
+    .await?;
     let Some(db) = shared.databases.get(&checked.database) else {
         return Err(StartupError::Fatal(
             ErrorFields::fatal(
                 "3D000",
-                format!("database \"{}\" is not configured in jitgate", checked.database),
+                format!(
+                    "database \"{}\" is not configured in jitgate",
+                    checked.database
+                ),
             )
             .with_hint("use the name of a [[database]] entry as dbname"),
         ));
@@ -92,7 +102,9 @@ async fn start_session(
     let fatal = |code, msg: String| StartupError::Fatal(ErrorFields::fatal(code, msg));
     let role = timeout_at(
         deadline,
-        shared.login_roles.ensure(&checked.database, &db.admin, &checked.user),
+        shared
+            .login_roles
+            .ensure(&checked.database, &db.admin, &checked.user),
     )
     .await
     .map_err(|_| fatal("08006", "timed out preparing the login role".into()))?
@@ -105,7 +117,10 @@ async fn start_session(
         };
         fatal(
             code,
-            format!("could not prepare the login role on \"{}\": {e}", checked.database),
+            format!(
+                "could not prepare the login role on \"{}\": {e}",
+                checked.database
+            ),
         )
     })?;
     let key = PoolKey {
@@ -119,10 +134,16 @@ async fn start_session(
             let connect_deadline = deadline.min(Instant::now() + gateway.upstream_connect_timeout);
             timeout_at(
                 connect_deadline,
-                db.target.connect(&role.name, &role.password, &checked.upstream_params),
+                db.target
+                    .connect(&role.name, &role.password, &checked.upstream_params),
             )
             .await
-            .map_err(|_| fatal("08006", format!("timed out connecting to \"{}\"", checked.database)))?
+            .map_err(|_| {
+                fatal(
+                    "08006",
+                    format!("timed out connecting to \"{}\"", checked.database),
+                )
+            })?
             .map_err(|e| upstream_refused(&checked.database, e))?
         }
     };
@@ -147,10 +168,18 @@ fn upstream_refused(database: &str, e: UpstreamError) -> StartupError {
     ))
 }
 
-async fn relay(mut client: Stream, info: SessionInfo, key: PoolKey, mut conn: ServerConn, shared: &Shared) {
-    let registration = shared
-        .cancels
-        .register(conn.pid, conn.secret, shared.databases[&info.database].target_addr());
+async fn relay(
+    mut client: Stream,
+    info: SessionInfo,
+    key: PoolKey,
+    mut conn: ServerConn,
+    shared: &Shared,
+) {
+    let registration = shared.cancels.register(
+        conn.pid,
+        conn.secret,
+        shared.databases[&info.database].target_addr(),
+    );
     let mut hello = BytesMut::with_capacity(conn.parameter_status.len() + 32);
     hello.extend_from_slice(&conn.parameter_status);
     backend::backend_key_data(&mut hello, conn.pid, registration.secret());
@@ -164,7 +193,9 @@ async fn relay(mut client: Stream, info: SessionInfo, key: PoolKey, mut conn: Se
         hook: shared.hook.as_ref(),
         limits: &shared.limits,
     };
-    let ending = relay.run(&mut client, &mut conn.stream, &shared.closing).await;
+    let ending = relay
+        .run(&mut client, &mut conn.stream, &shared.closing)
+        .await;
     drop(registration);
     match ending {
         Ending::ClientLeft { reusable } => {
@@ -176,7 +207,8 @@ async fn relay(mut client: Stream, info: SessionInfo, key: PoolKey, mut conn: Se
         Ending::ServerClosed { said_fatal } => {
             info!("database closed the connection");
             if !said_fatal {
-                let e = ErrorFields::fatal("08006", "the database closed the connection unexpectedly");
+                let e =
+                    ErrorFields::fatal("08006", "the database closed the connection unexpectedly");
                 say_fatal(&mut client, &e).await;
             }
         }

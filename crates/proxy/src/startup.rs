@@ -31,7 +31,10 @@ fn fatal(code: &'static str, message: impl Into<String>) -> StartupError {
 }
 
 fn timed_out() -> StartupError {
-    fatal("08P01", "startup did not complete in time (startup_timeout)")
+    fatal(
+        "08P01",
+        "startup did not complete in time (startup_timeout)",
+    )
 }
 
 /// What the client asked for in its startup packet.
@@ -61,7 +64,10 @@ pub async fn open(
         let packet = match startup::parse(&body) {
             Ok(p) => p,
             Err(e) => {
-                return Err((Some(stream), fatal("08P01", format!("invalid startup packet: {e}"))))
+                return Err((
+                    Some(stream),
+                    fatal("08P01", format!("invalid startup packet: {e}")),
+                ))
             }
         };
         match packet {
@@ -89,10 +95,7 @@ pub async fn open(
                 }
             }
             Startup::SslRequest | Startup::GssEncRequest => {
-                return Err((
-                    Some(stream),
-                    fatal("08P01", "encryption requested twice"),
-                ))
+                return Err((Some(stream), fatal("08P01", "encryption requested twice")))
             }
             Startup::Cancel { pid, secret } => return Ok(Opening::Cancel { pid, secret }),
             Startup::Startup { minor, params } => {
@@ -146,7 +149,10 @@ pub struct Checked {
 }
 
 fn is_false(v: &str) -> bool {
-    matches!(v.to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0")
+    matches!(
+        v.to_ascii_lowercase().as_str(),
+        "false" | "off" | "no" | "0"
+    )
 }
 
 /// Validates startup parameters. Refuses anything that could change identity.
@@ -171,8 +177,8 @@ pub fn check(request: &Request) -> Result<Checked, StartupError> {
                 return Err(fatal(
                     "42501",
                     format!(
-                        "startup parameter \"{k}\" could change the session's identity and is refused"
-                    ),
+                    "startup parameter \"{k}\" could change the session's identity and is refused"
+                ),
                 ))
             }
             "options" => {
@@ -192,7 +198,9 @@ pub fn check(request: &Request) -> Result<Checked, StartupError> {
     let user = user
         .filter(|u| !u.is_empty())
         .ok_or_else(|| fatal("28000", "no user name in the startup packet"))?;
-    let database = database.filter(|d| !d.is_empty()).unwrap_or_else(|| user.clone());
+    let database = database
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
     Ok(Checked {
         user,
         database,

@@ -107,7 +107,7 @@ impl Target {
         let mut out = BytesMut::new();
         let mut all: Vec<(&str, &str)> = vec![("user", user), ("database", &self.dbname)];
         all.extend(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        frontend::startup_message(all.into_iter(), &mut out)?;
+        frontend::startup_message(all, &mut out)?;
         stream.write_all(&out).await?;
 
         let mut buf = BytesMut::with_capacity(1024);
@@ -124,7 +124,7 @@ impl Target {
                     }
                 }
                 b'S' => {
-                    parameter_status.extend_from_slice(&[b'S']);
+                    parameter_status.extend_from_slice(b"S");
                     parameter_status.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
                     parameter_status.extend_from_slice(&body);
                 }
@@ -173,7 +173,9 @@ fn authenticate(
     scram: &mut Option<ScramSha256>,
 ) -> Result<Option<BytesMut>, UpstreamError> {
     if body.len() < 4 {
-        return Err(UpstreamError::Protocol("short Authentication message".into()));
+        return Err(UpstreamError::Protocol(
+            "short Authentication message".into(),
+        ));
     }
     let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
     let data = &body[4..];
@@ -189,9 +191,7 @@ fn authenticate(
             frontend::password_message(hash.as_bytes(), &mut out)?;
         }
         10 => {
-            let offers_scram = data
-                .split(|&b| b == 0)
-                .any(|m| m == b"SCRAM-SHA-256");
+            let offers_scram = data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256");
             if !offers_scram {
                 return Err(UpstreamError::Auth(
                     "the server offers no SASL mechanism we support (SCRAM-SHA-256)".into(),

@@ -23,9 +23,19 @@ async fn bystander(gw: &TestGateway) -> tokio_postgres::Client {
 }
 
 async fn still_fine(gw: &TestGateway, c: &tokio_postgres::Client) {
-    assert_eq!(c.query_one("SELECT 2", &[]).await.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(
+        c.query_one("SELECT 2", &[]).await.unwrap().get::<_, i32>(0),
+        2
+    );
     let fresh = gw.alice().await;
-    assert_eq!(fresh.query_one("SELECT 3", &[]).await.unwrap().get::<_, i32>(0), 3);
+    assert_eq!(
+        fresh
+            .query_one("SELECT 3", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        3
+    );
 }
 
 /// Sends `bytes` on a fresh connection; returns what came back until close.
@@ -36,7 +46,9 @@ async fn before_login(gw: &TestGateway, bytes: &[u8]) -> Vec<(u8, bytes::Bytes)>
 }
 
 fn assert_fatal(msgs: &[(u8, bytes::Bytes)], code: &str) {
-    let last = msgs.last().unwrap_or_else(|| panic!("no error before close"));
+    let last = msgs
+        .last()
+        .unwrap_or_else(|| panic!("no error before close"));
     assert_eq!(last.0, b'E', "got {}", tags(msgs));
     assert!(last.1.starts_with(b"SFATAL\0"), "not FATAL");
     assert_eq!(error_fields(&last.1).0, code);
@@ -46,12 +58,21 @@ fn assert_fatal(msgs: &[(u8, bytes::Bytes)], code: &str) {
 async fn garbage_startup_packets() {
     let gw = strict_gateway().await;
     let by = bystander(&gw).await;
-    assert_fatal(&before_login(&gw, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await, "08P01");
+    assert_fatal(
+        &before_login(&gw, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await,
+        "08P01",
+    );
     assert_fatal(&before_login(&gw, &[0xff, 0xff, 0xff, 0xff]).await, "08P01");
     assert_fatal(&before_login(&gw, &[0, 0, 0, 3]).await, "08P01");
-    assert_fatal(&before_login(&gw, &raw::with_len(&[0, 9, 9, 9, 1, 2])).await, "08P01");
+    assert_fatal(
+        &before_login(&gw, &raw::with_len(&[0, 9, 9, 9, 1, 2])).await,
+        "08P01",
+    );
     // Protocol 2.0.
-    assert_fatal(&before_login(&gw, &raw::startup_packet(&[("user", "alice")], 2 << 16)).await, "08P01");
+    assert_fatal(
+        &before_login(&gw, &raw::startup_packet(&[("user", "alice")], 2 << 16)).await,
+        "08P01",
+    );
     // Unterminated parameter list.
     let mut p = raw::startup_packet(&[("user", "alice")], 3 << 16);
     p.pop();
@@ -59,7 +80,10 @@ async fn garbage_startup_packets() {
     p[..4].copy_from_slice(&len);
     assert_fatal(&before_login(&gw, &p).await, "08P01");
     // No user.
-    assert_fatal(&before_login(&gw, &raw::startup_packet(&[("database", "app")], 3 << 16)).await, "28000");
+    assert_fatal(
+        &before_login(&gw, &raw::startup_packet(&[("database", "app")], 3 << 16)).await,
+        "28000",
+    );
     still_fine(&gw, &by).await;
 }
 
@@ -75,7 +99,11 @@ async fn truncated_startup_and_vanishing_clients() {
     }
     // Vanishes in the middle of SCRAM.
     let mut r = Raw::connect(gw.addr).await;
-    r.send(&raw::startup_packet(&[("user", "alice"), ("database", "app")], 3 << 16)).await;
+    r.send(&raw::startup_packet(
+        &[("user", "alice"), ("database", "app")],
+        3 << 16,
+    ))
+    .await;
     assert_eq!(r.recv().await.unwrap().0, b'R');
     drop(r);
     // Vanishes while its query runs.
@@ -105,11 +133,11 @@ async fn malformed_sasl_messages() {
     let by = bystander(&gw).await;
     let start = raw::startup_packet(&[("user", "alice"), ("database", "app")], 3 << 16);
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (raw::query("SELECT 1"), "08P01"),                         // not a SASL message
+        (raw::query("SELECT 1"), "08P01"), // not a SASL message
         (raw::msg(b'p', b"SCRAM-SHA-256\0\0\0\0\x05abc"), "08P01"), // data shorter than declared
-        (raw::msg(b'p', b"MD5\0\xff\xff\xff\xff"), "28000"),         // unsupported mechanism
-        (raw::msg(b'p', b"SCRAM-SHA-256\0\0\0\0\x03n,,"), "08P01"),  // truncated client-first
-        (raw::msg(b'p', &[b'x'; 9000]), "08P01"),                   // oversized
+        (raw::msg(b'p', b"MD5\0\xff\xff\xff\xff"), "28000"), // unsupported mechanism
+        (raw::msg(b'p', b"SCRAM-SHA-256\0\0\0\0\x03n,,"), "08P01"), // truncated client-first
+        (raw::msg(b'p', &[b'x'; 9000]), "08P01"), // oversized
     ];
     for (bad, code) in cases {
         let mut r = Raw::connect(gw.addr).await;
@@ -126,13 +154,13 @@ async fn oversized_and_impossible_messages_after_login() {
     let gw = strict_gateway().await;
     let by = bystander(&gw).await;
     let mut cases: Vec<(Vec<u8>, &str)> = vec![
-        (raw::query(&"x".repeat(5000)), "54000"),                   // over max_query_bytes
-        (vec![b'd', 0x7f, 0xff, 0xff, 0xff], "08P01"),              // over max_message_bytes
-        (vec![b'Q', 0, 0, 0, 2], "08P01"),                          // length below 4
-        (vec![b'Q', 0xff, 0xff, 0xff, 0xf0], "08P01"),              // negative length
-        (raw::msg(b'Y', b"hello"), "08P01"),                        // unknown type
-        (raw::msg(b'Q', b"SELECT 1"), "08P01"),                     // unterminated string
-        (raw::msg(b'P', b"s\0SELECT 1\0\0\x09"), "08P01"),          // lying parameter count
+        (raw::query(&"x".repeat(5000)), "54000"), // over max_query_bytes
+        (vec![b'd', 0x7f, 0xff, 0xff, 0xff], "08P01"), // over max_message_bytes
+        (vec![b'Q', 0, 0, 0, 2], "08P01"),        // length below 4
+        (vec![b'Q', 0xff, 0xff, 0xff, 0xf0], "08P01"), // negative length
+        (raw::msg(b'Y', b"hello"), "08P01"),      // unknown type
+        (raw::msg(b'Q', b"SELECT 1"), "08P01"),   // unterminated string
+        (raw::msg(b'P', b"s\0SELECT 1\0\0\x09"), "08P01"), // lying parameter count
     ];
     cases.push((raw::msg(b'p', b"password\0"), "08P01")); // startup-only message
     for (bad, code) in cases {
@@ -171,7 +199,9 @@ async fn many_abusive_clients_at_once_do_not_disturb_others() {
         let addr = gw.addr;
         async move {
             let mut r = Raw::connect(addr).await;
-            let junk: Vec<u8> = (0..(i * 37 % 200 + 1)).map(|j| (i * 31 + j * 7) as u8).collect();
+            let junk: Vec<u8> = (0..(i * 37 % 200 + 1))
+                .map(|j| (i * 31 + j * 7) as u8)
+                .collect();
             let _ = r.try_send(&junk).await;
             let _ = r.recv_within(Duration::from_secs(3)).await;
         }

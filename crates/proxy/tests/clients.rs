@@ -28,14 +28,21 @@ fn with_pgbench_tables() {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn psql(gw: &TestGateway, args: &[&str]) -> Output {
     Command::new("psql")
         .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
         .args(args)
-        .arg(format!("host=127.0.0.1 port={} dbname=app user=alice", gw.addr.port()))
+        .arg(format!(
+            "host=127.0.0.1 port={} dbname=app user=alice",
+            gw.addr.port()
+        ))
         .env("PGPASSWORD", ALICE_PW)
         .output()
         .unwrap()
@@ -47,7 +54,9 @@ async fn psql_queries_and_copy_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.tsv");
     let output = dir.path().join("out.csv");
-    let rows: String = (0..2000).map(|i| format!("{}\tpsql row {i}\n", 700_000 + i)).collect();
+    let rows: String = (0..2000)
+        .map(|i| format!("{}\tpsql row {i}\n", 700_000 + i))
+        .collect();
     std::fs::write(&input, rows).unwrap();
     let script = format!(
         "SELECT current_user;\n\
@@ -62,7 +71,10 @@ async fn psql_queries_and_copy_both_ways() {
     let out = tokio::task::block_in_place(|| {
         let mut child = Command::new("psql")
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"])
-            .arg(format!("host=127.0.0.1 port={} dbname=app user=alice", gw.addr.port()))
+            .arg(format!(
+                "host=127.0.0.1 port={} dbname=app user=alice",
+                gw.addr.port()
+            ))
             .env("PGPASSWORD", ALICE_PW)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -70,7 +82,12 @@ async fn psql_queries_and_copy_both_ways() {
             .spawn()
             .unwrap();
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     });
     assert!(out.status.success(), "{}", text(&out));
@@ -88,7 +105,10 @@ async fn psql_ctrl_c_cancels_the_running_query() {
     let out = tokio::task::block_in_place(|| {
         let child = Command::new("psql")
             .args(["-X", "-c", "SELECT pg_sleep(30)"])
-            .arg(format!("host=127.0.0.1 port={} dbname=app user=alice", gw.addr.port()))
+            .arg(format!(
+                "host=127.0.0.1 port={} dbname=app user=alice",
+                gw.addr.port()
+            ))
             .env("PGPASSWORD", ALICE_PW)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -96,7 +116,10 @@ async fn psql_ctrl_c_cancels_the_running_query() {
             .unwrap();
         std::thread::sleep(Duration::from_millis(1500));
         let started = Instant::now();
-        Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(started.elapsed() < Duration::from_secs(10));
         out
@@ -107,7 +130,15 @@ async fn psql_ctrl_c_cancels_the_running_query() {
 
 fn pgbench(gw: &TestGateway, args: &[&str]) -> Output {
     Command::new("pgbench")
-        .args(["-n", "-h", "127.0.0.1", "-p", &gw.addr.port().to_string(), "-U", "alice"])
+        .args([
+            "-n",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &gw.addr.port().to_string(),
+            "-U",
+            "alice",
+        ])
         .args(args)
         .arg("app")
         .env("PGPASSWORD", ALICE_PW)
@@ -131,8 +162,14 @@ async fn pgbench_simple_extended_prepared_and_tpcb() {
         let out = tokio::task::block_in_place(|| pgbench(&gw, &args));
         let t = text(&out);
         assert!(out.status.success(), "{mode:?}: {t}");
-        assert!(t.contains("number of transactions actually processed: 800/800"), "{mode:?}: {t}");
-        assert!(t.contains("number of failed transactions: 0"), "{mode:?}: {t}");
+        assert!(
+            t.contains("number of transactions actually processed: 800/800"),
+            "{mode:?}: {t}"
+        );
+        assert!(
+            t.contains("number of failed transactions: 0"),
+            "{mode:?}: {t}"
+        );
     }
 }
 
@@ -188,6 +225,12 @@ async fn psycopg3_from_python() {
             .unwrap()
     });
     let t = text(&out);
-    assert!(out.status.success(), "psycopg failed (is it installed? .ci/run installs it): {t}");
-    assert!(t.contains(&format!("{} still here", gw.login_role("alice"))), "{t}");
+    assert!(
+        out.status.success(),
+        "psycopg failed (is it installed? .ci/run installs it): {t}"
+    );
+    assert!(
+        t.contains(&format!("{} still here", gw.login_role("alice"))),
+        "{t}"
+    );
 }

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 async fn pid(c: &tokio_postgres::Client) -> i32 {
-    c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
+    c.query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 async fn settle() {
@@ -22,9 +25,11 @@ async fn a_clean_disconnect_returns_a_reset_connection_to_the_pool() {
     let gw = TestGateway::start().await;
     let c = gw.alice().await;
     let first = pid(&c).await;
-    c.batch_execute("SET work_mem = '7MB'; CREATE TEMP TABLE mine (x int); LISTEN ch; PREPARE p AS SELECT 1")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "SET work_mem = '7MB'; CREATE TEMP TABLE mine (x int); LISTEN ch; PREPARE p AS SELECT 1",
+    )
+    .await
+    .unwrap();
     drop(c);
     settle().await;
     assert_eq!(gw.shared.pool.idle_count(), 1);
@@ -32,7 +37,13 @@ async fn a_clean_disconnect_returns_a_reset_connection_to_the_pool() {
     assert_eq!(pid(&c).await, first, "the pooled connection is reused");
     let wm: String = c.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
     assert_eq!(wm, "4MB", "settings are reset");
-    let temp = c.query("SELECT 1 FROM pg_class WHERE relname = 'mine' AND relpersistence = 't'", &[]).await.unwrap();
+    let temp = c
+        .query(
+            "SELECT 1 FROM pg_class WHERE relname = 'mine' AND relpersistence = 't'",
+            &[],
+        )
+        .await
+        .unwrap();
     assert!(temp.is_empty(), "temp tables are gone");
     let err = c.batch_execute("EXECUTE p").await.unwrap_err();
     assert_eq!(sqlstate(&err), "26000", "prepared statements are gone");
@@ -43,7 +54,9 @@ async fn a_connection_left_mid_transaction_is_not_reused() {
     let gw = TestGateway::start().await;
     let c = gw.alice().await;
     let first = pid(&c).await;
-    c.batch_execute("BEGIN; INSERT INTO scratch VALUES (424242, 'half')").await.unwrap();
+    c.batch_execute("BEGIN; INSERT INTO scratch VALUES (424242, 'half')")
+        .await
+        .unwrap();
     drop(c);
     settle().await;
     assert_eq!(gw.shared.pool.idle_count(), 0);
@@ -66,14 +79,27 @@ async fn users_never_share_connections_and_parameters_are_part_of_the_key() {
     settle().await;
     let bob = gw.connect("bob", BOB_PW).await.unwrap();
     assert_ne!(pid(&bob).await, alice_pid);
-    let who: String = bob.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    let who: String = bob
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(who, gw.login_role("bob"));
     // Alice with different startup parameters gets a fresh connection too.
-    let cs = format!("{} application_name=other", gw.conn_string("alice", ALICE_PW));
-    let (c, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls).await.unwrap();
+    let cs = format!(
+        "{} application_name=other",
+        gw.conn_string("alice", ALICE_PW)
+    );
+    let (c, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     assert_ne!(pid(&c).await, alice_pid);
-    let app: String = c.query_one("SHOW application_name", &[]).await.unwrap().get(0);
+    let app: String = c
+        .query_one("SHOW application_name", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(app, "other");
 }
 
@@ -89,9 +115,16 @@ async fn idle_pooled_connections_time_out() {
     assert_eq!(gw.shared.pool.idle_count(), 1);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let c = gw.alice().await;
-    assert_ne!(pid(&c).await, first, "an expired idle connection is not handed out");
+    assert_ne!(
+        pid(&c).await,
+        first,
+        "an expired idle connection is not handed out"
+    );
     let gone = cluster()
-        .psql("app", &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {first}"))
+        .psql(
+            "app",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {first}"),
+        )
         .unwrap();
     assert_eq!(gone, "0", "and it was closed");
 }

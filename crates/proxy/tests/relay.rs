@@ -18,17 +18,29 @@ async fn refusing_gateway() -> TestGateway {
         .unwrap()
         .parse()
         .unwrap();
-    TestGateway::start_with(&config_text("", ""), Arc::new(RefuseForbidden { refused_function: oid })).await
+    TestGateway::start_with(
+        &config_text("", ""),
+        Arc::new(RefuseForbidden {
+            refused_function: oid,
+        }),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn simple_and_multi_statement_queries_run_as_the_login_role() {
     let gw = TestGateway::start().await;
     let c = gw.alice().await;
-    let row = c.query_one("SELECT current_user::text, count(*) FROM items", &[]).await.unwrap();
+    let row = c
+        .query_one("SELECT current_user::text, count(*) FROM items", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), gw.login_role("alice"));
     assert_eq!(row.get::<_, i64>(1), 100);
-    let msgs = c.simple_query("SELECT 1; SELECT 2, 3; SELECT 'x;y'").await.unwrap();
+    let msgs = c
+        .simple_query("SELECT 1; SELECT 2, 3; SELECT 'x;y'")
+        .await
+        .unwrap();
     let rows: Vec<_> = msgs
         .iter()
         .filter_map(|m| match m {
@@ -46,12 +58,19 @@ async fn simple_and_multi_statement_queries_run_as_the_login_role() {
 async fn extended_protocol_named_statements_portals_and_pipelining() {
     let gw = TestGateway::start().await;
     let c = gw.alice().await;
-    let stmt = c.prepare("SELECT name FROM items WHERE id = $1").await.unwrap();
+    let stmt = c
+        .prepare("SELECT name FROM items WHERE id = $1")
+        .await
+        .unwrap();
     // Pipelined: all sent before any result is read.
     let futs = (1..=50).map(|i| {
         let c = &c;
         let stmt = &stmt;
-        async move { c.query_one(stmt, &[&i]).await.map(|r| r.get::<_, String>(0)) }
+        async move {
+            c.query_one(stmt, &[&i])
+                .await
+                .map(|r| r.get::<_, String>(0))
+        }
     });
     let names = futures_util::future::try_join_all(futs).await.unwrap();
     assert_eq!(names[0], "item 1");
@@ -59,7 +78,10 @@ async fn extended_protocol_named_statements_portals_and_pipelining() {
     // A portal fetched in pieces.
     let mut c = c;
     let tx = c.transaction().await.unwrap();
-    let portal = tx.bind("SELECT id FROM items ORDER BY id", &[]).await.unwrap();
+    let portal = tx
+        .bind("SELECT id FROM items ORDER BY id", &[])
+        .await
+        .unwrap();
     let first = tx.query_portal(&portal, 30).await.unwrap();
     let second = tx.query_portal(&portal, 100).await.unwrap();
     assert_eq!((first.len(), second.len()), (30, 70));
@@ -84,8 +106,15 @@ async fn raw_pipeline_with_several_executes_before_sync_and_flush() {
     for _ in 0..8 {
         got.push(r.recv().await.unwrap());
     }
-    assert_eq!(tags(&got), "12DC12DC", "both results arrive on Flush, before any Sync");
-    assert!(r.recv_within(Duration::from_millis(200)).await.is_err(), "no ReadyForQuery before Sync");
+    assert_eq!(
+        tags(&got),
+        "12DC12DC",
+        "both results arrive on Flush, before any Sync"
+    );
+    assert!(
+        r.recv_within(Duration::from_millis(200)).await.is_err(),
+        "no ReadyForQuery before Sync"
+    );
     r.send(&raw::sync()).await;
     let rest = r.until_ready().await;
     assert_eq!(tags(&rest), "Z");
@@ -95,26 +124,36 @@ async fn raw_pipeline_with_several_executes_before_sync_and_flush() {
 async fn refused_simple_query_errors_and_session_stays_usable() {
     let gw = refusing_gateway().await;
     let c = gw.alice().await;
-    let err = c.simple_query("SELECT * FROM forbidden_table").await.unwrap_err();
+    let err = c
+        .simple_query("SELECT * FROM forbidden_table")
+        .await
+        .unwrap_err();
     let db = err.as_db_error().unwrap();
     assert_eq!(db.code().code(), "42501");
     assert_eq!(db.message(), "refused by the test policy");
     assert_eq!(db.hint(), Some("do not do that"));
-    assert_eq!(c.query_one("SELECT 7", &[]).await.unwrap().get::<_, i32>(0), 7);
+    assert_eq!(
+        c.query_one("SELECT 7", &[]).await.unwrap().get::<_, i32>(0),
+        7
+    );
 }
 
 #[tokio::test]
 async fn refusal_inside_a_multi_statement_query_runs_what_came_before_and_aborts_like_postgres() {
     let gw = refusing_gateway().await;
     let mut r = Raw::login(gw.addr, "alice", ALICE_PW).await;
-    r.send(&raw::query("SELECT 'before'; SELECT * FROM forbidden_table; SELECT 'after'")).await;
+    r.send(&raw::query(
+        "SELECT 'before'; SELECT * FROM forbidden_table; SELECT 'after'",
+    ))
+    .await;
     let got = r.until_ready().await;
     // RowDescription + DataRow + CommandComplete for 'before', then our error.
     assert_eq!(tags(&got), "TDCEZ");
     assert_eq!(error_fields(&got[3].1).0, "42501");
     assert_eq!(&got[4].1[..], b"I");
     // In an explicit transaction the refusal fails the transaction, as a real error would.
-    r.send(&raw::query("BEGIN; INSERT INTO scratch VALUES (1, 'x')")).await;
+    r.send(&raw::query("BEGIN; INSERT INTO scratch VALUES (1, 'x')"))
+        .await;
     assert_eq!(r.until_ready().await.last().unwrap().1[..], *b"T");
     r.send(&raw::query("SELECT * FROM forbidden_table")).await;
     let got = r.until_ready().await;
@@ -125,7 +164,12 @@ async fn refusal_inside_a_multi_statement_query_runs_what_came_before_and_aborts
     assert_eq!(error_fields(&got[0].1).0, "25P02");
     r.send(&raw::query("ROLLBACK")).await;
     r.until_ready().await;
-    assert_eq!(cluster().psql("app", "SELECT count(*) FROM scratch WHERE id = 1").unwrap(), "0");
+    assert_eq!(
+        cluster()
+            .psql("app", "SELECT count(*) FROM scratch WHERE id = 1")
+            .unwrap(),
+        "0"
+    );
 }
 
 #[tokio::test]
@@ -151,12 +195,16 @@ async fn refused_parse_in_a_pipeline_skips_to_sync_like_postgres() {
     let first = r.until_ready().await;
     assert_eq!(tags(&first), "12DCEZ");
     let (code, message) = error_fields(&first[4].1);
-    assert_eq!((code.as_str(), message.as_str()), ("42501", "refused by the test policy"));
+    assert_eq!(
+        (code.as_str(), message.as_str()),
+        ("42501", "refused by the test policy")
+    );
     let second = r.until_ready().await;
     assert_eq!(tags(&second), "12DCZ");
     assert_eq!(&second[2].1[6..], b"4");
     // The refused statement was never prepared on the server.
-    r.send(&[raw::bind("", "bad"), raw::execute(""), raw::sync()].concat()).await;
+    r.send(&[raw::bind("", "bad"), raw::execute(""), raw::sync()].concat())
+        .await;
     let got = r.until_ready().await;
     assert_eq!(error_fields(&got[0].1).0, "26000");
 }
@@ -165,9 +213,15 @@ async fn refused_parse_in_a_pipeline_skips_to_sync_like_postgres() {
 async fn refused_prepare_through_a_driver() {
     let gw = refusing_gateway().await;
     let c = gw.alice().await;
-    let err = c.prepare("SELECT * FROM forbidden_table").await.unwrap_err();
+    let err = c
+        .prepare("SELECT * FROM forbidden_table")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
-    let ok = c.prepare("SELECT id FROM items WHERE id = $1").await.unwrap();
+    let ok = c
+        .prepare("SELECT id FROM items WHERE id = $1")
+        .await
+        .unwrap();
     assert_eq!(c.query_one(&ok, &[&5]).await.unwrap().get::<_, i32>(0), 5);
 }
 
@@ -176,7 +230,11 @@ async fn refused_prepare_through_a_driver() {
 async fn function_call_passes_the_hook() {
     let gw = refusing_gateway().await;
     let oid = |name: &str| -> i32 {
-        cluster().psql("app", &format!("SELECT '{name}'::regproc::oid")).unwrap().parse().unwrap()
+        cluster()
+            .psql("app", &format!("SELECT '{name}'::regproc::oid"))
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     let call = |oid: i32, args: &[&[u8]]| {
         let mut b = oid.to_be_bytes().to_vec();
@@ -203,8 +261,13 @@ async fn function_call_passes_the_hook() {
 async fn copy_in_and_out() {
     let gw = TestGateway::start().await;
     let c = gw.alice().await;
-    c.execute("DELETE FROM scratch WHERE id >= 1000", &[]).await.unwrap();
-    let sink = c.copy_in("COPY scratch (id, body) FROM STDIN").await.unwrap();
+    c.execute("DELETE FROM scratch WHERE id >= 1000", &[])
+        .await
+        .unwrap();
+    let sink = c
+        .copy_in("COPY scratch (id, body) FROM STDIN")
+        .await
+        .unwrap();
     pin_mut!(sink);
     use futures_util::SinkExt;
     let mut data = String::new();
@@ -213,12 +276,20 @@ async fn copy_in_and_out() {
     }
     sink.send(bytes::Bytes::from(data)).await.unwrap();
     assert_eq!(sink.finish().await.unwrap(), 5000);
-    let out = c.copy_out("COPY (SELECT id FROM scratch WHERE id >= 1000 ORDER BY id) TO STDOUT").await.unwrap();
+    let out = c
+        .copy_out("COPY (SELECT id FROM scratch WHERE id >= 1000 ORDER BY id) TO STDOUT")
+        .await
+        .unwrap();
     let chunks: Vec<bytes::Bytes> = out.try_collect().await.unwrap();
-    let text: String = chunks.iter().map(|b| String::from_utf8_lossy(b).to_string()).collect();
+    let text: String = chunks
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).to_string())
+        .collect();
     assert_eq!(text.lines().count(), 5000);
     assert_eq!(text.lines().next(), Some("1000"));
-    c.execute("DELETE FROM scratch WHERE id >= 1000", &[]).await.unwrap();
+    c.execute("DELETE FROM scratch WHERE id >= 1000", &[])
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -226,7 +297,10 @@ async fn rows_of_many_megabytes_pass_intact() {
     let gw = TestGateway::start().await;
     let c = gw.alice().await;
     let row = c
-        .query_one("SELECT repeat('ab', 6 * 1024 * 1024) AS big, md5(repeat('ab', 6 * 1024 * 1024))", &[])
+        .query_one(
+            "SELECT repeat('ab', 6 * 1024 * 1024) AS big, md5(repeat('ab', 6 * 1024 * 1024))",
+            &[],
+        )
         .await
         .unwrap();
     let big: String = row.get(0);
@@ -235,7 +309,11 @@ async fn rows_of_many_megabytes_pass_intact() {
     assert_eq!(digest, format!("{:x}", md5_of(big.as_bytes())));
     // And a large value sent by the client (a streamed Bind, not buffered).
     let param = "z".repeat(8 * 1024 * 1024);
-    let n: i32 = c.query_one("SELECT length($1::text)", &[&param]).await.unwrap().get(0);
+    let n: i32 = c
+        .query_one("SELECT length($1::text)", &[&param])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n as usize, param.len());
 }
 
@@ -258,10 +336,17 @@ async fn notify_reaches_an_idle_client_with_the_real_backend_pid() {
         }
     });
     client.batch_execute("LISTEN jitgate_test").await.unwrap();
-    let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     // Another session notifies while this one is idle.
     let other = gw.connect("bob", BOB_PW).await.unwrap();
-    other.batch_execute("NOTIFY jitgate_test, 'hello'").await.unwrap();
+    other
+        .batch_execute("NOTIFY jitgate_test, 'hello'")
+        .await
+        .unwrap();
     let note = loop {
         match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
             Ok(Some(AsyncMessage::Notification(n))) => break n,
@@ -272,7 +357,10 @@ async fn notify_reaches_an_idle_client_with_the_real_backend_pid() {
     assert_eq!(note.payload(), "hello");
     assert_eq!(note.channel(), "jitgate_test");
     // A self-notification carries our own backend pid: the pid is real.
-    client.batch_execute("NOTIFY jitgate_test, 'self'").await.unwrap();
+    client
+        .batch_execute("NOTIFY jitgate_test, 'self'")
+        .await
+        .unwrap();
     let own = loop {
         match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
             Ok(Some(AsyncMessage::Notification(n))) if n.payload() == "self" => break n,
@@ -308,19 +396,33 @@ async fn cancel_goes_through_the_gateway_key() {
     });
     assert_eq!(sqlstate(&res.unwrap_err()), "57014");
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
 }
 
 #[tokio::test]
 async fn cancel_with_a_wrong_secret_does_nothing() {
     let gw = TestGateway::start().await;
     let c = gw.alice().await;
-    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
-    let q = tokio::spawn(async move { c.query_one("SELECT pg_sleep(1.5), 1", &[]).await.map(|_| ()) });
+    let pid: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let q = tokio::spawn(async move {
+        c.query_one("SELECT pg_sleep(1.5), 1", &[])
+            .await
+            .map(|_| ())
+    });
     tokio::time::sleep(Duration::from_millis(200)).await;
     for secret in [0, 1, -1, 12345] {
         let mut r = Raw::connect(gw.addr).await;
         r.send(&wire::startup::encode_cancel(pid, secret)).await;
     }
-    assert!(q.await.unwrap().is_ok(), "a guessed secret must not cancel the query");
+    assert!(
+        q.await.unwrap().is_ok(),
+        "a guessed secret must not cancel the query"
+    );
 }

@@ -16,7 +16,10 @@ async fn right_password_logs_in_as_the_login_role_with_baseline_roles() {
     let c = gw.alice().await;
     let role = gw.login_role("alice");
     let row = c
-        .query_one("SELECT current_user::text, pg_has_role(current_user, 'app_read', 'USAGE')", &[])
+        .query_one(
+            "SELECT current_user::text, pg_has_role(current_user, 'app_read', 'USAGE')",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), role);
@@ -37,7 +40,10 @@ async fn wrong_password_and_unknown_user_get_the_same_error() {
         let err = gw.connect(user, pw).await.unwrap_err();
         let db = err.as_db_error().expect("a server error");
         assert_eq!(db.code().code(), "28P01");
-        assert_eq!(db.message(), format!("password authentication failed for user \"{user}\""));
+        assert_eq!(
+            db.message(),
+            format!("password authentication failed for user \"{user}\"")
+        );
     }
 }
 
@@ -67,21 +73,37 @@ async fn unknown_user_takes_no_measurably_different_time() {
 #[tokio::test]
 async fn identity_changing_startup_parameters_are_refused() {
     let gw = TestGateway::start().await;
-    for options in ["-c role=postgres", "-c session_authorization=postgres", "--role=postgres"] {
+    for options in [
+        "-c role=postgres",
+        "-c session_authorization=postgres",
+        "--role=postgres",
+    ] {
         let cs = format!("{} options='{options}'", gw.conn_string("alice", ALICE_PW));
-        let err = tokio_postgres::connect(&cs, tokio_postgres::NoTls).await.err().expect("refused");
+        let err = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+            .await
+            .err()
+            .expect("refused");
         assert_eq!(sqlstate(&err), "42501", "{options}");
     }
     for (k, v) in [("replication", "database"), ("role", "postgres")] {
         let mut r = Raw::connect(gw.addr).await;
-        r.send(&raw::startup_packet(&[("user", "alice"), ("database", "app"), (k, v)], 3 << 16)).await;
+        r.send(&raw::startup_packet(
+            &[("user", "alice"), ("database", "app"), (k, v)],
+            3 << 16,
+        ))
+        .await;
         let got = r.until_closed().await;
         assert_eq!(tags(&got), "E", "{k}");
         assert_eq!(error_fields(&got[0].1).0, "42501");
     }
     // Harmless options pass upstream.
-    let cs = format!("{} options='-c search_path=pg_catalog'", gw.conn_string("alice", ALICE_PW));
-    let (c, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls).await.unwrap();
+    let cs = format!(
+        "{} options='-c search_path=pg_catalog'",
+        gw.conn_string("alice", ALICE_PW)
+    );
+    let (c, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let sp: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
     assert_eq!(sp, "pg_catalog");
@@ -94,9 +116,16 @@ async fn unknown_database_is_refused_after_authentication() {
         "host=127.0.0.1 port={} dbname=postgres user=alice password={ALICE_PW}",
         gw.addr.port()
     );
-    let err = tokio_postgres::connect(&cs, tokio_postgres::NoTls).await.err().unwrap();
+    let err = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(sqlstate(&err), "3D000");
-    assert!(err.as_db_error().unwrap().message().contains("not configured"));
+    assert!(err
+        .as_db_error()
+        .unwrap()
+        .message()
+        .contains("not configured"));
 }
 
 #[tokio::test]
@@ -105,10 +134,18 @@ async fn fifty_racing_first_connections_make_one_login_role() {
     let attempts = (0..50).map(|_| gw.connect("bob", BOB_PW));
     let clients = futures_util::future::join_all(attempts).await;
     let ok = clients.iter().filter(|c| c.is_ok()).count();
-    assert_eq!(ok, 50, "{:?}", clients.iter().find_map(|c| c.as_ref().err()));
+    assert_eq!(
+        ok,
+        50,
+        "{:?}",
+        clients.iter().find_map(|c| c.as_ref().err())
+    );
     let role = gw.login_role("bob");
     let n = cluster()
-        .psql("app", &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"))
+        .psql(
+            "app",
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"),
+        )
         .unwrap();
     assert_eq!(n, "1");
 }
@@ -119,7 +156,9 @@ async fn an_existing_privileged_role_is_never_used_as_a_login_role() {
     let text = config_text("", "[[user]]\nname = \"mallory\"\npassword = \"m-pw\"\n");
     let gw = TestGateway::start_with(&text, Arc::new(proxy::AllowAll)).await;
     let role = gw.login_role("mallory");
-    cluster().psql("app", &format!("CREATE ROLE {role} LOGIN SUPERUSER")).unwrap();
+    cluster()
+        .psql("app", &format!("CREATE ROLE {role} LOGIN SUPERUSER"))
+        .unwrap();
     let err = gw.connect("mallory", "m-pw").await.unwrap_err();
     let db = err.as_db_error().unwrap();
     assert_eq!(db.code().code(), "28000");
@@ -130,7 +169,10 @@ async fn an_existing_privileged_role_is_never_used_as_a_login_role() {
 #[tokio::test]
 async fn a_missing_baseline_role_is_a_clear_error() {
     cluster();
-    let text = config_text("", "").replace("baseline_roles = [\"app_read\"]", "baseline_roles = [\"no_such_role\"]");
+    let text = config_text("", "").replace(
+        "baseline_roles = [\"app_read\"]",
+        "baseline_roles = [\"no_such_role\"]",
+    );
     let gw = TestGateway::start_with(&text, Arc::new(proxy::AllowAll)).await;
     let err = gw.connect("alice", ALICE_PW).await.unwrap_err();
     let msg = err.as_db_error().unwrap().message().to_string();
@@ -142,7 +184,11 @@ async fn newer_protocol_and_unknown_options_get_negotiate_protocol_version() {
     let gw = TestGateway::start().await;
     let mut r = Raw::connect(gw.addr).await;
     r.send(&raw::startup_packet(
-        &[("user", "alice"), ("database", "app"), ("_pq_.future_thing", "1")],
+        &[
+            ("user", "alice"),
+            ("database", "app"),
+            ("_pq_.future_thing", "1"),
+        ],
         3 << 16 | 2,
     ))
     .await;
@@ -163,15 +209,22 @@ async fn gssenc_and_ssl_requests_without_tls_are_answered_n() {
     for code in [wire::startup::GSSENC_REQUEST, wire::startup::SSL_REQUEST] {
         r.send(&raw::with_len(&code.to_be_bytes())).await;
         let mut b = [0u8; 1];
-        tokio::io::AsyncReadExt::read_exact(&mut r.stream, &mut b).await.unwrap();
+        tokio::io::AsyncReadExt::read_exact(&mut r.stream, &mut b)
+            .await
+            .unwrap();
         assert_eq!(&b, b"N");
     }
-    r.send(&raw::startup_packet(&[("user", "alice"), ("database", "app")], 3 << 16)).await;
+    r.send(&raw::startup_packet(
+        &[("user", "alice"), ("database", "app")],
+        3 << 16,
+    ))
+    .await;
     r.authenticate(ALICE_PW).await;
 }
 
 fn write_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
@@ -202,9 +255,17 @@ async fn tls_with_psql_and_require_tls() {
     );
     let gw = TestGateway::start_with(&config_text(&extra, ""), Arc::new(proxy::AllowAll)).await;
     let out = tokio::task::block_in_place(|| {
-        psql(&gw, "require", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        psql(
+            &gw,
+            "require",
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
     });
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The gateway's TLS is to the client; toward this database it is plain (tls = disable).
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "f");
     let out = tokio::task::block_in_place(|| psql(&gw, "disable", "SELECT 1"));

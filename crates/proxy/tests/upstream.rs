@@ -17,7 +17,8 @@ struct Setup {
 }
 
 fn start() -> Setup {
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     let cert = ck.cert.pem();
     let key = ck.signing_key.serialize_pem();
     let options = Options {
@@ -33,7 +34,9 @@ fn start() -> Setup {
     let cluster = Cluster::start(options).unwrap();
     setup_app(&cluster);
     for db in ["app_tls", "app_password", "app_trust"] {
-        cluster.psql("postgres", &format!("CREATE DATABASE {db} TEMPLATE app")).unwrap();
+        cluster
+            .psql("postgres", &format!("CREATE DATABASE {db} TEMPLATE app"))
+            .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let ca_path = dir.path().join("ca.pem");
@@ -48,17 +51,18 @@ fn start() -> Setup {
 
 /// A gateway whose `app` entry points at `dbname` with the given TLS lines.
 async fn gateway(s: &Setup, dbname: &str, tls_lines: &str) -> TestGateway {
-    let text = config_for(&s.cluster.url(dbname), "", "")
-        .replace("tls = \"disable\"", tls_lines);
+    let text = config_for(&s.cluster.url(dbname), "", "").replace("tls = \"disable\"", tls_lines);
     TestGateway::start_with(&text, Arc::new(proxy::AllowAll)).await
 }
 
 async fn ssl_in_use(gw: &TestGateway) -> Result<bool, tokio_postgres::Error> {
     let c = gw.connect("alice", ALICE_PW).await?;
-    Ok(c
-        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
-        .await?
-        .get(0))
+    Ok(c.query_one(
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        &[],
+    )
+    .await?
+    .get(0))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -71,7 +75,10 @@ async fn upstream_tls_modes_and_auth_methods() {
         assert!(ssl_in_use(&gw).await.unwrap(), "{mode}");
     }
     // verify-full with the right CA and a matching host name.
-    let lines = format!("tls = \"verify-full\"\ntls_ca_file = \"{}\"", s.ca_path.display());
+    let lines = format!(
+        "tls = \"verify-full\"\ntls_ca_file = \"{}\"",
+        s.ca_path.display()
+    );
     let gw = gateway(&s, "app", &lines).await;
     assert!(ssl_in_use(&gw).await.unwrap());
     // verify-full with the system roots: our self-signed certificate is refused.
@@ -117,5 +124,8 @@ async fn a_restarting_database_gives_a_clean_error_and_the_pool_recovers() {
 
     tokio::task::block_in_place(|| s.cluster.start_server()).unwrap();
     let c = gw.alice().await;
-    assert_eq!(c.query_one("SELECT 5", &[]).await.unwrap().get::<_, i32>(0), 5);
+    assert_eq!(
+        c.query_one("SELECT 5", &[]).await.unwrap().get::<_, i32>(0),
+        5
+    );
 }

@@ -67,7 +67,9 @@ pub fn parse(body: &[u8]) -> Result<Startup, WireError> {
             let pid = r.i32("cancel pid")?;
             let secret = r.i32("cancel secret")?;
             if !r.is_empty() {
-                return Err(WireError::Unexpected("trailing bytes in CancelRequest".into()));
+                return Err(WireError::Unexpected(
+                    "trailing bytes in CancelRequest".into(),
+                ));
             }
             Ok(Startup::Cancel { pid, secret })
         }
@@ -140,7 +142,10 @@ mod tests {
     #[test]
     fn reads_protocol_3_2_minor() {
         let body = startup_body(3 << 16 | 2, &[("user", "a")]);
-        assert!(matches!(parse(&body), Ok(Startup::Startup { minor: 2, .. })));
+        assert!(matches!(
+            parse(&body),
+            Ok(Startup::Startup { minor: 2, .. })
+        ));
     }
 
     #[test]

@@ -26,10 +26,10 @@ pub fn cluster() -> &'static Cluster {
 
 /// Creates the `app` database: tables, and the baseline role `app_read`.
 pub fn setup_app(c: &Cluster) {
-        c.psql("postgres", "CREATE DATABASE app").unwrap();
-        c.psql(
-            "app",
-            "CREATE ROLE app_read NOLOGIN;
+    c.psql("postgres", "CREATE DATABASE app").unwrap();
+    c.psql(
+        "app",
+        "CREATE ROLE app_read NOLOGIN;
              CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
              INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 100) i;
              CREATE TABLE scratch (id int, body text);
@@ -37,8 +37,8 @@ pub fn setup_app(c: &Cluster) {
              GRANT USAGE ON SCHEMA public TO app_read;
              GRANT SELECT ON items, forbidden_table TO app_read;
              GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON scratch TO app_read;",
-        )
-        .unwrap();
+    )
+    .unwrap();
 }
 
 /// A config for a gateway on a random port. Each gateway gets its own login
@@ -125,14 +125,21 @@ impl TestGateway {
         )
     }
 
-    pub async fn connect(&self, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
-        let (client, conn) = tokio_postgres::connect(&self.conn_string(user, password), NoTls).await?;
+    pub async fn connect(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
+        let (client, conn) =
+            tokio_postgres::connect(&self.conn_string(user, password), NoTls).await?;
         tokio::spawn(conn);
         Ok(client)
     }
 
     pub async fn alice(&self) -> Client {
-        self.connect("alice", ALICE_PW).await.expect("alice connects")
+        self.connect("alice", ALICE_PW)
+            .await
+            .expect("alice connects")
     }
 
     /// Stops accepting and waits for the gateway's shutdown to complete.
@@ -175,7 +182,8 @@ impl StatementHook for RefuseForbidden {
         };
         if refuse {
             Verdict::Refuse(
-                ErrorFields::error("42501", "refused by the test policy").with_hint("do not do that"),
+                ErrorFields::error("42501", "refused by the test policy")
+                    .with_hint("do not do that"),
             )
         } else {
             Verdict::Allow

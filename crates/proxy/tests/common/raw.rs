@@ -78,8 +78,11 @@ impl Raw {
     /// Connects and logs in; returns after the first ReadyForQuery.
     pub async fn login(addr: SocketAddr, user: &str, password: &str) -> Raw {
         let mut r = Raw::connect(addr).await;
-        r.send(&startup_packet(&[("user", user), ("database", "app")], 3 << 16))
-            .await;
+        r.send(&startup_packet(
+            &[("user", user), ("database", "app")],
+            3 << 16,
+        ))
+        .await;
         r.authenticate(password).await;
         r
     }
@@ -96,8 +99,12 @@ impl Raw {
                     match code {
                         0 => continue,
                         10 => {
-                            let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out).unwrap();
+                            let s = ScramSha256::new(
+                                password.as_bytes(),
+                                ChannelBinding::unsupported(),
+                            );
+                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                                .unwrap();
                             scram = Some(s);
                         }
                         11 => {
@@ -131,7 +138,9 @@ impl Raw {
 
     /// The next message, or None at EOF. Panics after 10 s of silence.
     pub async fn recv(&mut self) -> Option<(u8, Bytes)> {
-        self.recv_within(Duration::from_secs(10)).await.expect("no reply within 10s")
+        self.recv_within(Duration::from_secs(10))
+            .await
+            .expect("no reply within 10s")
     }
 
     /// Like `recv`, but Err(()) on timeout instead of panicking.

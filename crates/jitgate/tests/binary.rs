@@ -1,0 +1,210 @@
+//! End to end with the built binary: `policy check` exit codes, `serve` with
+//! JSON logs and a graceful SIGTERM, and `demo` answering psql.
+
+use pgcluster::Cluster;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jitgate");
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn policy_check_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        &dir,
+        "good.toml",
+        "[gateway]\n[[database]]\nname = \"app\"\nadmin_url = \"postgres://a@127.0.0.1/app\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["policy", "check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 databases"));
+
+    let bad = write(
+        &dir,
+        "bad.toml",
+        "[gateway]\n\n[[user]]\nname = \"bob\"\npassword = \"x\"\ngroups = [\"ghosts\"]\n",
+    );
+    let out = Command::new(BIN)
+        .args(["policy", "check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 6") && err.contains("user[0].groups") && err.contains("ghosts"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["policy", "check", "--config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .args(["serve", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+fn free_port() -> u16 {
+    pgcluster::free_port().unwrap()
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(child: &Child) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_logs_json_and_shuts_down_gracefully_on_sigterm() {
+    let cluster = Cluster::shared();
+    cluster
+        .psql("postgres", "CREATE ROLE app_read NOLOGIN")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write(
+        &dir,
+        "jitgate.toml",
+        &format!(
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\nlog_format = \"json\"\nshutdown_timeout = \"2s\"\n\
+             [[database]]\nname = \"postgres\"\nadmin_url = \"{}\"\nbaseline_roles = [\"app_read\"]\ntls = \"disable\"\n\
+             [[user]]\nname = \"alice\"\npassword = \"pw\"\n",
+            cluster.url("postgres")
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let running = Running(child);
+    wait_for_port(port);
+
+    let cs = format!("host=127.0.0.1 port={port} dbname=postgres user=alice password=pw");
+    let (client, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    client.batch_execute("BEGIN").await.unwrap();
+
+    sigterm(&running.0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No new sessions...
+    assert!(tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+        .await
+        .is_err());
+    // ...but the open one finishes its work during the grace time.
+    let v: i32 = client.query_one("SELECT 41 + 1", &[]).await.unwrap().get(0);
+    assert_eq!(v, 42);
+    // After shutdown_timeout the session is closed with a FATAL, and the process exits 0.
+    let err = conn.await.unwrap().unwrap_err();
+    let db = err.as_db_error().expect("a FATAL from the gateway");
+    assert_eq!(db.code().code(), "57P01");
+    let mut running = running;
+    let status = tokio::task::block_in_place(|| running.0.wait()).unwrap();
+    assert!(status.success(), "{status}");
+    let lines = log.join().unwrap();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        assert!(l.starts_with('{') && l.ends_with('}'), "not JSON: {l}");
+        assert!(!l.contains("pw\""), "a password in the log: {l}");
+    }
+    assert!(lines.iter().any(|l| l.contains("session started")));
+}
+
+#[test]
+fn demo_serves_psql_as_the_login_role() {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let banner = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("jitgate demo is running"))
+        .expect("demo banner");
+    assert!(banner.contains(&port.to_string()));
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT current_user, count(*) FROM orders GROUP BY 1",
+        ])
+        .arg(format!("host=127.0.0.1 port={port} dbname=app user=alice"))
+        .env("PGPASSWORD", "alice")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "jit_alice|500");
+    let out = Command::new("psql")
+        .args(["-X", "-c", "DELETE FROM orders WHERE id = 1"])
+        .arg(format!("host=127.0.0.1 port={port} dbname=app user=alice"))
+        .env("PGPASSWORD", "alice")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
+    sigterm(&running.0);
+    let mut running = running;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
