@@ -80,7 +80,7 @@ cat > "$work/jitgate.toml" <<J
 [gateway]
 listen = "127.0.0.1:$JPORT"
 log_format = "plain"
-worker_threads = ${WORKERS:-0}
+worker_threads = ${WORKERS:-1}
 [[database]]
 name = "bench"
 admin_url = "postgres://postgres:$PW@127.0.0.1:$PGPORT/bench"

@@ -88,8 +88,10 @@ pub struct Gateway {
     pub shutdown_timeout: Duration,
     #[serde(default)]
     pub log_format: LogFormat,
-    /// Runtime threads: 0 = one per core, 1 = single-threaded.
-    #[serde(default)]
+    /// Runtime threads. 1 (the default): one event loop, like pgbouncer; on a
+    /// machine shared with the database this is fastest (see docs/PERFORMANCE.md).
+    /// 0: one per core, for a dedicated gateway host with many clients.
+    #[serde(default = "one_usize")]
     pub worker_threads: usize,
 }
 
@@ -327,6 +329,9 @@ fn default_pool_max_idle() -> usize {
     64
 }
 fn one() -> u32 {
+    1
+}
+fn one_usize() -> usize {
     1
 }
 fn d_10s() -> Duration {

@@ -83,11 +83,9 @@ pub async fn run(listen: String) -> anyhow::Result<()> {
          \x20 PGPASSWORD=alice psql \"host={} port={} dbname=app user=alice\"\n\
          \x20   app=> SELECT current_user, count(*) FROM orders GROUP BY 1;   -- runs as jit_alice\n\
          \x20   app=> DELETE FROM orders WHERE id = 1;                         -- refused by the database: no write role\n\
-         \x20 pgbench -S -n -T 5 \"host={} port={} dbname=app user=bob password=bob\"   (after pgbench -i on the server)\n\n\
+         \n\
          The demo configuration:\n\n{}\nPress Ctrl-C to stop; the cluster is removed.",
         cluster.port(),
-        addr.ip(),
-        addr.port(),
         addr.ip(),
         addr.port(),
         text.replace(cluster.password(), "********"),

@@ -194,7 +194,7 @@ impl Gateway {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
                 loop {
                     tick.tick().await;
-                    shared.pool.reap();
+                    shared.pool.reap().await;
                 }
             })
         };

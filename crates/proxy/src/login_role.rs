@@ -118,8 +118,10 @@ impl LoginRoles {
         }
     }
 
+    /// `<prefix><user>`, exactly: role names are case-sensitive (we always
+    /// quote them), so users `Ann` and `ann` never share a login role.
     pub fn name_for(&self, user: &str) -> String {
-        format!("{}{}", self.prefix, user.to_ascii_lowercase())
+        format!("{}{}", self.prefix, user)
     }
 
     /// The user's login role on this database, provisioned on first use.

@@ -47,29 +47,49 @@ impl Pool {
             if conn.idle_since.elapsed() < self.idle_timeout && conn.stream.is_quiet().await {
                 return Some(conn);
             }
+            conn.close().await;
         }
     }
 
     /// Resets `conn` and keeps it, or drops it if the reset fails.
     pub async fn put(&self, key: PoolKey, mut conn: ServerConn) {
         if self.max_idle == 0 || reset(&mut conn).await.is_err() {
-            return;
+            return conn.close().await;
         }
         conn.idle_since = Instant::now();
-        let mut idle = self.idle.lock().unwrap();
-        let list = idle.entry(key).or_default();
-        if list.len() < self.max_idle {
-            list.push(conn);
+        let surplus = {
+            let mut idle = self.idle.lock().unwrap();
+            let list = idle.entry(key).or_default();
+            if list.len() < self.max_idle {
+                list.push(conn);
+                None
+            } else {
+                Some(conn)
+            }
+        };
+        if let Some(conn) = surplus {
+            conn.close().await;
         }
     }
 
     /// Closes connections idle for longer than the timeout.
-    pub fn reap(&self) {
-        let mut idle = self.idle.lock().unwrap();
-        for list in idle.values_mut() {
-            list.retain(|c| c.idle_since.elapsed() < self.idle_timeout);
+    pub async fn reap(&self) {
+        let expired: Vec<ServerConn> = {
+            let mut idle = self.idle.lock().unwrap();
+            let mut expired = Vec::new();
+            for list in idle.values_mut() {
+                let (old, fresh) = std::mem::take(list)
+                    .into_iter()
+                    .partition(|c| c.idle_since.elapsed() >= self.idle_timeout);
+                *list = fresh;
+                expired.extend::<Vec<ServerConn>>(old);
+            }
+            idle.retain(|_, l| !l.is_empty());
+            expired
+        };
+        for conn in expired {
+            conn.close().await;
         }
-        idle.retain(|_, l| !l.is_empty());
     }
 
     pub fn idle_count(&self) -> usize {

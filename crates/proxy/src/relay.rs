@@ -101,10 +101,6 @@ fn violation(e: WireError) -> ErrorFields {
     ErrorFields::fatal("08P01", format!("invalid frontend message: {e}"))
 }
 
-enum FrontEnd {
-    Left,
-}
-
 impl Relay<'_> {
     pub async fn run(
         &self,
@@ -121,7 +117,7 @@ impl Relay<'_> {
         let (sr, sw) = server.split();
         let ending = tokio::select! {
             r = self.frontend(cr, sw, &progress) => match r {
-                Ok(FrontEnd::Left) => Ending::ClientLeft { reusable: false },
+                Ok(()) => Ending::ClientLeft { reusable: false },
                 Err(e) => e,
             },
             r = self.backend(sr, cw, &progress) => r,
@@ -198,12 +194,13 @@ impl Relay<'_> {
         Ok(None)
     }
 
+    /// Client → server. `Ok(())` when the client left (Terminate or EOF).
     async fn frontend(
         &self,
         mut client: ReadHalf<'_>,
         mut server: WriteHalf<'_>,
         p: &Progress,
-    ) -> Result<FrontEnd, Ending> {
+    ) -> Result<(), Ending> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut out = BytesMut::new();
         let mut passthrough = 0usize;
@@ -231,7 +228,7 @@ impl Relay<'_> {
                 client.read_buf(&mut buf).await
             };
             match read {
-                Ok(0) => return Ok(FrontEnd::Left),
+                Ok(0) => return Ok(()),
                 Ok(_) => {}
                 Err(e) => return Err(Ending::ClientIo(e)),
             }
@@ -329,7 +326,7 @@ impl Relay<'_> {
             write.map_err(Ending::ServerIo)?;
             buf.advance(pos);
             if terminated {
-                return Ok(FrontEnd::Left);
+                return Ok(());
             }
         }
     }

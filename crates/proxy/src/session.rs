@@ -202,6 +202,8 @@ async fn relay(
             debug!(reusable, "client left");
             if reusable {
                 shared.pool.put(key, conn).await;
+            } else {
+                conn.close().await;
             }
         }
         Ending::ServerClosed { said_fatal } => {

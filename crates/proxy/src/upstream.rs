@@ -57,6 +57,18 @@ pub struct ServerConn {
     pub idle_since: Instant,
 }
 
+impl ServerConn {
+    /// Says Terminate (so the server ends the session cleanly, rolling back any
+    /// open transaction) and closes. Best effort, bounded.
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.stream.write_all(&[b'X', 0, 0, 0, 4]),
+        )
+        .await;
+    }
+}
+
 impl Target {
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
