@@ -258,3 +258,62 @@ pub(crate) async fn read_frame<S: tokio::io::AsyncRead + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(
+        code: i32,
+        data: &[u8],
+        scram: &mut Option<ScramSha256>,
+    ) -> Result<Option<BytesMut>, UpstreamError> {
+        let mut body = code.to_be_bytes().to_vec();
+        body.extend_from_slice(data);
+        authenticate("jit_alice", "pw", &body, scram)
+    }
+
+    #[test]
+    fn md5_answer_is_md5_of_md5_password_user_and_salt() {
+        let out = auth(5, &[1, 2, 3, 4], &mut None).unwrap().unwrap();
+        // 'p', length, "md5" + hex(md5(hex(md5("pw" + "jit_alice")) + salt)), NUL
+        let inner = format!("{:x}", md5_digest(b"pwjit_alice"));
+        let mut outer_input = inner.into_bytes();
+        outer_input.extend_from_slice(&[1, 2, 3, 4]);
+        let want = format!("md5{:x}", md5_digest(&outer_input));
+        assert_eq!(out[0], b'p');
+        assert_eq!(&out[5..out.len() - 1], want.as_bytes());
+    }
+
+    fn md5_digest(b: &[u8]) -> md5::Digest {
+        md5::compute(b)
+    }
+
+    #[test]
+    fn cleartext_sends_the_password_and_ok_needs_no_answer() {
+        let out = auth(3, &[], &mut None).unwrap().unwrap();
+        assert_eq!(&out[..], b"p\0\0\0\x07pw\0");
+        assert!(auth(0, &[], &mut None).unwrap().is_none());
+    }
+
+    #[test]
+    fn unsupported_or_out_of_order_requests_are_errors() {
+        assert!(matches!(
+            auth(10, b"SCRAM-SHA-256-PLUS\0\0", &mut None),
+            Err(UpstreamError::Auth(_))
+        ));
+        assert!(matches!(
+            auth(11, b"r=x", &mut None),
+            Err(UpstreamError::Protocol(_))
+        ));
+        assert!(matches!(
+            auth(7, &[], &mut None),
+            Err(UpstreamError::Auth(_))
+        ));
+        assert!(matches!(
+            auth(5, &[1, 2], &mut None),
+            Err(UpstreamError::Protocol(_))
+        ));
+        assert!(authenticate("u", "p", &[0, 0], &mut None).is_err());
+    }
+}

@@ -273,3 +273,22 @@ async fn tls_with_psql_and_require_tls() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("requires TLS"), "{err}");
 }
+
+#[tokio::test]
+async fn a_stored_scram_verifier_authenticates() {
+    cluster();
+    let verifier = postgres_protocol::password::scram_sha_256(b"from-a-verifier");
+    let extra = format!("[[user]]\nname = \"carol\"\npassword_scram = \"{verifier}\"\n");
+    let gw = TestGateway::start_with(&config_text("", &extra), Arc::new(proxy::AllowAll)).await;
+    let c = gw.connect("carol", "from-a-verifier").await.unwrap();
+    let who: String = c
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, gw.login_role("carol"));
+    assert_eq!(
+        sqlstate(&gw.connect("carol", "from-a-verifie").await.unwrap_err()),
+        "28P01"
+    );
+}
