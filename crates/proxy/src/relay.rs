@@ -22,7 +22,8 @@
 //! in place of a refused statement of a simple `Query` (statements before it
 //! still run, as they would in PostgreSQL). The server's "does not exist" error
 //! then arrives in order, aborts the transaction exactly as a real error would,
-//! and in a pipeline the server skips everything up to `Sync`. The server →
+//! and in a pipeline everything up to `Sync` is skipped (the relay drops those
+//! messages itself, so nothing the hook has not seen is sent). The server →
 //! client side swaps that error for the hook's error on its way out. No
 //! statement text the hook refused ever reaches the server.
 
@@ -44,6 +45,9 @@ const SERVER_MESSAGE_LIMIT: usize = (1 << 30) + 1024;
 /// An ErrorResponse larger than this is relayed without being examined.
 const INSPECT_ERROR_LIMIT: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// Every message a protocol 3.0 client may send after startup. Anything else is
+/// refused: a message the gateway does not know could carry a statement.
+const FRONTEND_TAGS: &[u8] = b"BCdcfDEHQPFSX";
 
 pub struct Limits {
     pub max_query_bytes: usize,
@@ -207,6 +211,8 @@ impl Relay<'_> {
         // After a refused Parse the server discards everything up to Sync;
         // so do we (nothing is shown to the hook that the server won't run).
         let mut skipping = false;
+        // Whether the rest of a partly received message is dropped (skipping).
+        let mut discarding = false;
         let mut syncs = 0u64;
         loop {
             if buf.capacity() - buf.len() < 1024 {
@@ -238,6 +244,10 @@ impl Relay<'_> {
             if passthrough > 0 {
                 pos = passthrough.min(buf.len());
                 passthrough -= pos;
+                if discarding {
+                    start = pos;
+                    rewritten = true;
+                }
             }
             while pos < buf.len() {
                 let h = match Header::parse(&buf[pos..], self.limits.max_message_bytes) {
@@ -246,8 +256,29 @@ impl Relay<'_> {
                     Err(e) => return Err(Ending::ClientViolation(violation(e))),
                 };
                 let end = pos + h.frame_len();
+                if !FRONTEND_TAGS.contains(&h.tag) {
+                    return Err(Ending::ClientViolation(ErrorFields::fatal(
+                        "08P01",
+                        format!("invalid frontend message type {:?}", h.tag as char),
+                    )));
+                }
+                if skipping && h.tag != tag::SYNC && h.tag != tag::TERMINATE {
+                    // The server ignores everything up to Sync after an error;
+                    // drop it here, so nothing the hook has not seen is sent.
+                    out.extend_from_slice(&buf[start..pos]);
+                    rewritten = true;
+                    if end <= buf.len() {
+                        pos = end;
+                    } else {
+                        passthrough = end - buf.len();
+                        discarding = true;
+                        pos = buf.len();
+                    }
+                    start = pos;
+                    continue;
+                }
                 match h.tag {
-                    tag::QUERY | tag::PARSE | tag::FUNCTION_CALL if !skipping => {
+                    tag::QUERY | tag::PARSE | tag::FUNCTION_CALL => {
                         if h.body_len > self.limits.max_query_bytes {
                             return Err(Ending::ClientViolation(ErrorFields::fatal(
                                 "54000",
@@ -286,29 +317,14 @@ impl Relay<'_> {
                         break;
                     }
                     // Bind, Close, CopyData, CopyDone, CopyFail, Describe,
-                    // Execute, Flush (and Q/P/F while skipping): streamed.
-                    b'B'
-                    | b'C'
-                    | b'd'
-                    | b'c'
-                    | b'f'
-                    | b'D'
-                    | b'E'
-                    | b'H'
-                    | tag::QUERY
-                    | tag::PARSE
-                    | tag::FUNCTION_CALL => {}
-                    other => {
-                        return Err(Ending::ClientViolation(ErrorFields::fatal(
-                            "08P01",
-                            format!("invalid frontend message type {:?}", other as char),
-                        )))
-                    }
+                    // Execute, Flush: streamed through.
+                    _ => {}
                 }
                 if end <= buf.len() {
                     pos = end;
                 } else {
                     passthrough = end - buf.len();
+                    discarding = false;
                     pos = buf.len();
                 }
             }

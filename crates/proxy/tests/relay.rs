@@ -426,3 +426,42 @@ async fn cancel_with_a_wrong_secret_does_nothing() {
         "a guessed secret must not cancel the query"
     );
 }
+
+/// After a refused Parse the server skips to Sync. The gateway drops those
+/// messages itself, so even a Query it never showed the hook cannot run.
+#[tokio::test]
+async fn messages_after_a_refused_parse_never_reach_the_server() {
+    let gw = refusing_gateway().await;
+    let mut r = Raw::login(gw.addr, "alice", ALICE_PW).await;
+    let big_bind = {
+        // A Bind larger than one read, so it is dropped across reads.
+        let mut b = b"\0\0\0\0\0\x01".to_vec();
+        let v = vec![b'x'; 200_000];
+        b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+        b.extend_from_slice(&v);
+        b.extend_from_slice(&[0, 0]);
+        raw::msg(b'B', &b)
+    };
+    let mut batch = Vec::new();
+    batch.extend(raw::parse("", "SELECT * FROM forbidden_table"));
+    batch.extend(big_bind);
+    batch.extend(raw::query("INSERT INTO scratch VALUES (515151, 'sneaky')"));
+    batch.extend(raw::parse(
+        "",
+        "INSERT INTO scratch VALUES (515152, 'sneaky')",
+    ));
+    batch.extend(raw::bind("", ""));
+    batch.extend(raw::execute(""));
+    batch.extend(raw::sync());
+    r.send(&batch).await;
+    let got = r.until_ready().await;
+    assert_eq!(tags(&got), "EZ");
+    assert_eq!(error_fields(&got[0].1).0, "42501");
+    r.send(&raw::query(
+        "SELECT count(*) FROM scratch WHERE id IN (515151, 515152)",
+    ))
+    .await;
+    let got = r.until_ready().await;
+    assert_eq!(tags(&got), "TDCZ");
+    assert_eq!(&got[1].1[6..], b"0", "nothing after the refusal ran");
+}
