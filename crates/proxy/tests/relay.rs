@@ -321,6 +321,23 @@ fn md5_of(b: &[u8]) -> md5::Digest {
     md5::compute(b)
 }
 
+/// The first message `pick` accepts, within 5 s of each other.
+async fn next<T>(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<AsyncMessage>,
+    pick: impl Fn(AsyncMessage) -> Option<T>,
+) -> T {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(m)) => {
+                if let Some(t) = pick(m) {
+                    return t;
+                }
+            }
+            _ => panic!("the expected asynchronous message never arrived"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn notify_reaches_an_idle_client_with_the_real_backend_pid() {
     let gw = TestGateway::start().await;
@@ -347,13 +364,11 @@ async fn notify_reaches_an_idle_client_with_the_real_backend_pid() {
         .batch_execute("NOTIFY jitgate_test, 'hello'")
         .await
         .unwrap();
-    let note = loop {
-        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-            Ok(Some(AsyncMessage::Notification(n))) => break n,
-            Ok(Some(_)) => continue,
-            _ => panic!("no notification reached the idle client"),
-        }
-    };
+    let note = next(&mut rx, |m| match m {
+        AsyncMessage::Notification(n) => Some(n),
+        _ => None,
+    })
+    .await;
     assert_eq!(note.payload(), "hello");
     assert_eq!(note.channel(), "jitgate_test");
     // A self-notification carries our own backend pid: the pid is real.
@@ -361,26 +376,22 @@ async fn notify_reaches_an_idle_client_with_the_real_backend_pid() {
         .batch_execute("NOTIFY jitgate_test, 'self'")
         .await
         .unwrap();
-    let own = loop {
-        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-            Ok(Some(AsyncMessage::Notification(n))) if n.payload() == "self" => break n,
-            Ok(Some(_)) => continue,
-            _ => panic!("no self notification"),
-        }
-    };
+    let own = next(&mut rx, |m| match m {
+        AsyncMessage::Notification(n) if n.payload() == "self" => Some(n),
+        _ => None,
+    })
+    .await;
     assert_eq!(own.process_id(), pid);
     // Notices are relayed too.
     client
         .batch_execute("DO $$ BEGIN RAISE NOTICE 'careful'; END $$")
         .await
         .unwrap();
-    let notice = loop {
-        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-            Ok(Some(AsyncMessage::Notice(n))) => break n,
-            Ok(Some(_)) => continue,
-            _ => panic!("no notice"),
-        }
-    };
+    let notice = next(&mut rx, |m| match m {
+        AsyncMessage::Notice(n) => Some(n),
+        _ => None,
+    })
+    .await;
     assert_eq!(notice.message(), "careful");
 }
 
