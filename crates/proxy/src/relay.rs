@@ -234,7 +234,15 @@ impl Relay<'_> {
                 client.read_buf(&mut buf).await
             };
             match read {
-                Ok(0) => return Ok(()),
+                // Gone between messages: the server is in a clean state.
+                Ok(0) if passthrough == 0 && buf.is_empty() => return Ok(()),
+                // Gone mid-message: part of it may be upstream already.
+                Ok(0) => {
+                    return Err(Ending::ClientIo(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "client closed the connection in the middle of a message",
+                    )))
+                }
                 Ok(_) => {}
                 Err(e) => return Err(Ending::ClientIo(e)),
             }

@@ -128,3 +128,33 @@ async fn idle_pooled_connections_time_out() {
         .unwrap();
     assert_eq!(gone, "0", "and it was closed");
 }
+
+#[tokio::test]
+async fn a_client_gone_in_the_middle_of_a_message_does_not_return_its_connection() {
+    let gw = TestGateway::start().await;
+    let mut r = common::raw::Raw::login(gw.addr, "alice", ALICE_PW).await;
+    // Half of a large Bind: it streams upstream before the client vanishes.
+    let mut body = b"\0\0\0\0\0\x01".to_vec();
+    body.extend_from_slice(&100_000i32.to_be_bytes());
+    body.extend_from_slice(&vec![b'x'; 100_000]);
+    body.extend_from_slice(&[0, 0]);
+    let bind = common::raw::msg(b'B', &body);
+    r.send(&bind[..50_000]).await;
+    drop(r);
+    settle().await;
+    assert_eq!(gw.shared.pool.idle_count(), 0);
+    // Closed at once, not kept while a reset is attempted on a half-sent message.
+    let role = gw.login_role("alice");
+    let left = cluster()
+        .psql(
+            "app",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}'"),
+        )
+        .unwrap();
+    assert_eq!(left, "0");
+    let c = gw.alice().await;
+    assert_eq!(
+        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
+}
