@@ -91,11 +91,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads the file and checks that the access policy it describes can work
+/// (e.g. every approval chain can complete).
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
+    let fail = |e: &dyn std::fmt::Display| {
         eprintln!("jitgate: configuration error: {e}");
         ExitCode::from(2)
-    })
+    };
+    let cfg = Config::load(path).map_err(|e| fail(&e))?;
+    policy::Policy::from_config(&cfg).map_err(|e| fail(&e))?;
+    Ok(cfg)
 }
 
 fn run(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
