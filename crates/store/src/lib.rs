@@ -1,0 +1,196 @@
+//! State and audit behind one trait, [`Store`], with two backends: SQLite (the
+//! embedded default) and PostgreSQL (for several gateway replicas).
+//!
+//! - [`audit`]: audit events and the SHA-256 hash chain (append, verify).
+//! - [`sqlite`], [`postgres`]: the backends; the same migration, the same tests.
+//! - [`service`]: the operations (file, decide, cancel, end a grant, tick) written
+//!   once over the trait: load, apply the pure state machine from `policy`,
+//!   write back with a compare-and-set on the row's version, retry on conflict.
+//!
+//! Invariants: every transition is one transaction together with its audit
+//! events, so a decision is acknowledged only once its audit event is committed;
+//! a write whose version no longer matches changes nothing; no secret is stored
+//! in the clear (tokens are kept as SHA-256 hashes) or written to the audit log.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod postgres;
+pub mod service;
+pub mod sqlite;
+
+pub use audit::{AuditEvent, AuditRecord, Severity, Verification};
+use policy::{Grant, Request, Time};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store: {0}")]
+    Backend(String),
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+    #[error("unsupported state URL `{0}` (use sqlite://PATH or postgres://...)")]
+    BadUrl(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// A row and the version a compare-and-set must match.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub version: i64,
+}
+
+/// A grant to insert or update together with a request transition.
+#[derive(Debug, Clone)]
+pub enum GrantWrite {
+    Insert(Grant),
+    Update(Versioned<Grant>),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub user: Option<String>,
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    pub user: Option<String>,
+    pub active_only: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub kind_prefix: Option<String>,
+    pub since: Option<Time>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub user: String,
+    pub expires_at: Time,
+    pub revoked: bool,
+}
+
+/// What the backends provide. Every method is one transaction.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Inserts a request unless the same user already has a pending request for
+    /// the same role and database (and statement); returns the stored request
+    /// and whether it is new. Links it to an active grant as an extension and
+    /// appends its `request.filed` event.
+    async fn insert_request(
+        &self,
+        request: Request,
+    ) -> Result<(Versioned<Request>, bool), StoreError>;
+    async fn request(&self, id: i64) -> Result<Option<Versioned<Request>>, StoreError>;
+    async fn requests(&self, filter: &RequestFilter) -> Result<Vec<Request>, StoreError>;
+    /// Writes `request` if its stored version is still `expected`, with the
+    /// grant change and audit events, atomically (an inserted grant gets its
+    /// `grant.started` event). Ok(None) on a version conflict: nothing written.
+    async fn update_request(
+        &self,
+        request: &Request,
+        expected: i64,
+        grant: Option<GrantWrite>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Option<Option<Grant>>, StoreError>;
+    async fn grant(&self, id: i64) -> Result<Option<Versioned<Grant>>, StoreError>;
+    async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
+    /// Compare-and-set on a grant; false on conflict.
+    async fn update_grant(
+        &self,
+        grant: &Grant,
+        expected: i64,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool, StoreError>;
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Every audit record in order (for verify and export).
+    async fn audit_all(&self) -> Result<Vec<AuditRecord>, StoreError>;
+    async fn insert_token(
+        &self,
+        hash: &str,
+        user: &str,
+        expires_at: Time,
+        audit: Vec<AuditEvent>,
+    ) -> Result<(), StoreError>;
+    async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
+    async fn revoke_token(&self, hash: &str, audit: Vec<AuditEvent>) -> Result<bool, StoreError>;
+}
+
+/// Opens the store named by `[gateway] state`.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path)?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        Err(StoreError::BadUrl(url.to_string()))
+    }
+}
+
+/// The shared schema. Requests and grants keep their full state as JSON next to
+/// the columns that are queried; `version` is the compare-and-set token.
+pub(crate) const MIGRATION_1: &str = "
+CREATE TABLE IF NOT EXISTS requests (
+    id BIGINT PRIMARY KEY,
+    username TEXT NOT NULL,
+    role TEXT NOT NULL,
+    dbname TEXT NOT NULL,
+    state TEXT NOT NULL,
+    statement TEXT,
+    version BIGINT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_pending ON requests (username, role, dbname, state);
+CREATE TABLE IF NOT EXISTS grants (
+    id BIGINT PRIMARY KEY,
+    username TEXT NOT NULL,
+    role TEXT NOT NULL,
+    dbname TEXT NOT NULL,
+    state TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS grants_active ON grants (username, role, dbname, state);
+CREATE TABLE IF NOT EXISTS audit (
+    seq BIGINT PRIMARY KEY,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    revoked BOOLEAN NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+";

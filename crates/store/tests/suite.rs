@@ -1,0 +1,438 @@
+//! One suite, run against both backends: filing and de-duplication, the
+//! approval flow with its audit trail, 20 concurrent approvers, extensions,
+//! expiry, tokens, and tamper detection.
+
+use chrono::{Duration, TimeZone, Utc};
+use policy::{
+    DecisionError, GrantEnd, GrantState, Policy, RequestState, RolePolicy, StagePolicy, Time,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use store::service::{self, ServiceError};
+use store::{AuditFilter, GrantFilter, Store};
+
+fn t0() -> Time {
+    Utc.with_ymd_and_hms(2026, 11, 29, 9, 0, 0).unwrap()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// alice requests; bob leads; approver0..19 form the "crowd".
+fn policy() -> Policy {
+    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    users.insert("alice".into(), set(&["engineers"]));
+    users.insert("bob".into(), set(&["leads"]));
+    for i in 0..20 {
+        users.insert(format!("approver{i}"), set(&["crowd"]));
+    }
+    let role = |name: &str, approvers: &str, min: u32| RolePolicy {
+        name: name.into(),
+        database: "app".into(),
+        requesters: set(&["engineers"]),
+        default_duration: Duration::minutes(15),
+        max_duration: Duration::hours(1),
+        reason_required: false,
+        request_ttl: Duration::hours(1),
+        chain: vec![StagePolicy {
+            approvers: set(&[approvers]),
+            min,
+            escalate_after: None,
+            escalate_to: BTreeSet::new(),
+        }],
+    };
+    Policy::new(
+        users,
+        vec![
+            role("app_write", "leads", 1),
+            role("any_one", "crowd", 1),
+            role("all_twenty", "crowd", 20),
+        ],
+    )
+    .unwrap()
+}
+
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+async fn open(kind: &str) -> (Arc<dyn Store>, Backend) {
+    match kind {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("state.db").display());
+            (store::open(&url).await.unwrap(), Backend::Sqlite(dir))
+        }
+        _ => {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let c = pgcluster::Cluster::shared();
+            let db = format!("store_{}", N.fetch_add(1, Ordering::Relaxed));
+            let c2 = db.clone();
+            tokio::task::spawn_blocking(move || {
+                c.psql("postgres", &format!("CREATE DATABASE {c2}"))
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            (
+                store::open(&c.url(&db)).await.unwrap(),
+                Backend::Postgres(db),
+            )
+        }
+    }
+}
+
+/// Overwrites one column of one audit row behind the store's back.
+async fn tamper(backend: &Backend, sql: &str) {
+    match backend {
+        Backend::Sqlite(dir) => {
+            let conn = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+            conn.execute_batch(sql).unwrap();
+        }
+        Backend::Postgres(db) => {
+            let (db, sql) = (db.clone(), sql.to_string());
+            tokio::task::spawn_blocking(move || {
+                pgcluster::Cluster::shared().psql(&db, &sql).unwrap()
+            })
+            .await
+            .unwrap();
+        }
+    }
+}
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() {
+                super::$name("sqlite").await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                super::$name("postgres").await
+            }
+        }
+    };
+}
+
+both!(filing_reuses_the_pending_request);
+async fn filing_reuses_the_pending_request(kind: &str) {
+    let (s, _b) = open(kind).await;
+    let p = policy();
+    let (r1, new1) = service::file(
+        &*s,
+        &p,
+        "alice",
+        "app_write",
+        "app",
+        "fix",
+        None,
+        None,
+        t0(),
+    )
+    .await
+    .unwrap();
+    let (r2, new2) = service::file(
+        &*s,
+        &p,
+        "alice",
+        "app_write",
+        "app",
+        "again",
+        None,
+        None,
+        t0(),
+    )
+    .await
+    .unwrap();
+    assert!(new1 && !new2);
+    assert_eq!(r1.id, r2.id);
+    // A statement request is its own request.
+    let (r3, _) = service::file(
+        &*s,
+        &p,
+        "alice",
+        "app_write",
+        "app",
+        "",
+        None,
+        Some("DELETE FROM t".into()),
+        t0(),
+    )
+    .await
+    .unwrap();
+    assert_ne!(r3.id, r1.id);
+    service::cancel(&*s, r1.id, "alice", t0()).await.unwrap();
+    let (r4, new4) = service::file(&*s, &p, "alice", "app_write", "app", "x", None, None, t0())
+        .await
+        .unwrap();
+    assert!(new4 && r4.id != r1.id);
+    // Bad input changes nothing.
+    assert!(service::file(
+        &*s,
+        &p,
+        "alice",
+        "app_write",
+        "app",
+        "x",
+        Some(Duration::minutes(-5)),
+        None,
+        t0()
+    )
+    .await
+    .is_err());
+    assert!(service::file(
+        &*s,
+        &p,
+        "alice",
+        "app_write",
+        "app",
+        "x",
+        Some(Duration::hours(99999)),
+        None,
+        t0()
+    )
+    .await
+    .is_err());
+    assert!(matches!(
+        service::decide(&*s, &p, 999, "bob", true, "", t0()).await,
+        Err(ServiceError::NotFound(..))
+    ));
+}
+
+both!(approval_flow_with_audit);
+async fn approval_flow_with_audit(kind: &str) {
+    let (s, b) = open(kind).await;
+    let p = policy();
+    let (r, _) = service::file(
+        &*s,
+        &p,
+        "alice",
+        "app_write",
+        "app",
+        "fix prod",
+        None,
+        None,
+        t0(),
+    )
+    .await
+    .unwrap();
+    let own = service::decide(&*s, &p, r.id, "alice", true, "", t0()).await;
+    assert!(matches!(
+        own,
+        Err(ServiceError::Decision(DecisionError::OwnRequest))
+    ));
+    let at = t0() + Duration::minutes(3);
+    let (r, grant) = service::decide(&*s, &p, r.id, "bob", true, "go", at)
+        .await
+        .unwrap();
+    assert_eq!(r.state, RequestState::Approved);
+    let grant = grant.unwrap();
+    assert_eq!(
+        (grant.starts_at, grant.expires_at),
+        (at, at + Duration::minutes(15))
+    );
+    // A decision on a finished request changes nothing.
+    assert!(service::decide(&*s, &p, r.id, "bob", false, "", at)
+        .await
+        .is_err());
+    let grants = s
+        .grants(&GrantFilter {
+            user: Some("alice".into()),
+            active_only: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(grants.len(), 1);
+
+    let kinds: Vec<String> = s
+        .audit_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "request.filed",
+            "decision.approve",
+            "request.approved",
+            "grant.started"
+        ]
+    );
+    let v = store::audit::verify(&s.audit_all().await.unwrap());
+    assert!(v.ok && v.records == 4);
+    let filtered = s
+        .audit(&AuditFilter {
+            actor: Some("bob".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(filtered.len(), 2);
+
+    // Edit one row by hand: verify names it.
+    tamper(&b, "UPDATE audit SET actor = 'mallory' WHERE seq = 2").await;
+    let v = store::audit::verify(&s.audit_all().await.unwrap());
+    assert!(!v.ok);
+    assert_eq!(v.first_bad_seq, Some(2));
+    tamper(
+        &b,
+        "UPDATE audit SET actor = 'bob' WHERE seq = 2; DELETE FROM audit WHERE seq = 3",
+    )
+    .await;
+    assert_eq!(
+        store::audit::verify(&s.audit_all().await.unwrap()).first_bad_seq,
+        Some(4)
+    );
+}
+
+both!(twenty_concurrent_approvers_one_outcome);
+async fn twenty_concurrent_approvers_one_outcome(kind: &str) {
+    let (s, _b) = open(kind).await;
+    let p = Arc::new(policy());
+    // min = 1: exactly one approval wins, the others find it decided.
+    let (r, _) = service::file(&*s, &p, "alice", "any_one", "app", "", None, None, t0())
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (s, p) = (s.clone(), p.clone());
+            tokio::spawn(async move {
+                service::decide(&*s, &p, r.id, &format!("approver{i}"), true, "", t0()).await
+            })
+        })
+        .collect();
+    let results: Vec<_> = futures_join(tasks).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    let stored = s.request(r.id).await.unwrap().unwrap().value;
+    assert_eq!(stored.decisions.len(), 1);
+    assert_eq!(s.grants(&GrantFilter::default()).await.unwrap().len(), 1);
+
+    // min = 20: every decision counts exactly once, and the last approves.
+    let (r, _) = service::file(&*s, &p, "alice", "all_twenty", "app", "", None, None, t0())
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (s, p) = (s.clone(), p.clone());
+            tokio::spawn(async move {
+                service::decide(&*s, &p, r.id, &format!("approver{i}"), true, "", t0()).await
+            })
+        })
+        .collect();
+    let results = futures_join(tasks).await;
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
+    let stored = s.request(r.id).await.unwrap().unwrap().value;
+    assert_eq!(stored.state, RequestState::Approved);
+    assert_eq!(stored.decisions.len(), 20);
+    assert_eq!(s.grants(&GrantFilter::default()).await.unwrap().len(), 2);
+    assert!(store::audit::verify(&s.audit_all().await.unwrap()).ok);
+}
+
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+both!(extension_continues_the_grant_and_time_ends_things);
+async fn extension_continues_the_grant_and_time_ends_things(kind: &str) {
+    let (s, _b) = open(kind).await;
+    let p = policy();
+    let (r, _) = service::file(&*s, &p, "alice", "app_write", "app", "", None, None, t0())
+        .await
+        .unwrap();
+    let (_, g) = service::decide(&*s, &p, r.id, "bob", true, "", t0())
+        .await
+        .unwrap();
+    let g = g.unwrap();
+    // Asking again while the grant is active files an extension.
+    let at = t0() + Duration::minutes(10);
+    let (ext, _) = service::file(&*s, &p, "alice", "app_write", "app", "more", None, None, at)
+        .await
+        .unwrap();
+    assert_eq!(ext.extends_grant, Some(g.id));
+    let (_, extended) = service::decide(&*s, &p, ext.id, "bob", true, "", at)
+        .await
+        .unwrap();
+    let extended = extended.unwrap();
+    assert_eq!(extended.id, g.id);
+    assert_eq!(extended.expires_at, t0() + Duration::minutes(30), "no gap");
+    assert_eq!(s.grants(&GrantFilter::default()).await.unwrap().len(), 1);
+
+    // Pending requests expire; grants expire.
+    let (pending, _) = service::file(&*s, &p, "alice", "any_one", "app", "", None, None, t0())
+        .await
+        .unwrap();
+    let report = service::tick(&*s, &p, t0() + Duration::hours(2))
+        .await
+        .unwrap();
+    assert_eq!(report.requests_expired, vec![pending.id]);
+    assert_eq!(report.grants_expired, vec![g.id]);
+    assert!(
+        service::decide(&*s, &p, pending.id, "approver1", true, "", t0())
+            .await
+            .is_err()
+    );
+    let g = s.grant(g.id).await.unwrap().unwrap().value;
+    assert_eq!(g.state, GrantState::Expired);
+    assert!(
+        service::end_grant(&*s, g.id, GrantEnd::Revoked, "bob", "", t0())
+            .await
+            .is_err()
+    );
+}
+
+both!(grants_end_once);
+async fn grants_end_once(kind: &str) {
+    let (s, _b) = open(kind).await;
+    let p = policy();
+    let (r, _) = service::file(&*s, &p, "alice", "app_write", "app", "", None, None, t0())
+        .await
+        .unwrap();
+    let g = service::decide(&*s, &p, r.id, "bob", true, "", t0())
+        .await
+        .unwrap()
+        .1
+        .unwrap();
+    assert!(
+        service::end_grant(&*s, g.id, GrantEnd::Relinquished, "bob", "", t0())
+            .await
+            .is_err()
+    );
+    let ended = service::end_grant(&*s, g.id, GrantEnd::Relinquished, "alice", "done", t0())
+        .await
+        .unwrap();
+    assert_eq!(ended.state, GrantState::Relinquished);
+    assert!(
+        service::end_grant(&*s, g.id, GrantEnd::Revoked, "bob", "", t0())
+            .await
+            .is_err()
+    );
+}
+
+both!(tokens_are_stored_by_hash_and_revocable);
+async fn tokens_are_stored_by_hash_and_revocable(kind: &str) {
+    let (s, _b) = open(kind).await;
+    s.insert_token("abc123", "alice", t0() + Duration::hours(1), vec![])
+        .await
+        .unwrap();
+    let row = s.token("abc123").await.unwrap().unwrap();
+    assert_eq!(row.user, "alice");
+    assert!(!row.revoked);
+    assert!(s.revoke_token("abc123", vec![]).await.unwrap());
+    assert!(!s.revoke_token("abc123", vec![]).await.unwrap());
+    assert!(s.token("abc123").await.unwrap().unwrap().revoked);
+    assert!(s.token("nope").await.unwrap().is_none());
+}
