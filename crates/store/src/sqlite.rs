@@ -105,9 +105,9 @@ fn cas_grant(tx: &Transaction<'_>, grant: &Grant, expected: i64) -> Result<bool,
     Ok(n == 1)
 }
 
-fn audit_row(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(
+/// An audit row as stored: seq, at, kind, severity, actor, subject, detail,
+/// prev_hash, hash.
+type RawAudit = (
     i64,
     String,
     String,
@@ -117,7 +117,9 @@ fn audit_row(
     String,
     String,
     String,
-)> {
+);
+
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawAudit> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -130,18 +132,6 @@ fn audit_row(
         r.get(8)?,
     ))
 }
-
-type RawAudit = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-);
 
 fn to_record(raw: RawAudit) -> Result<AuditRecord, StoreError> {
     let (seq, at, kind, severity, actor, subject, detail, prev_hash, hash) = raw;
