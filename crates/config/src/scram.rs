@@ -7,7 +7,10 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
 use std::fmt;
+use subtle::ConstantTimeEq;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct ScramVerifier {
@@ -28,6 +31,19 @@ impl ScramVerifier {
     pub fn from_password(password: &str) -> ScramVerifier {
         let text = postgres_protocol::password::scram_sha_256(password.as_bytes());
         Self::parse(&text).expect("postgres-protocol produces valid verifiers")
+    }
+
+    /// Checks a plain password against this verifier (for the HTTP API's login),
+    /// the way a SCRAM exchange would: SASLprep, PBKDF2, StoredKey, in constant time.
+    pub fn verify_password(&self, password: &str) -> bool {
+        let prepared = match stringprep::saslprep(password) {
+            Ok(p) => p.into_owned().into_bytes(),
+            Err(_) => password.as_bytes().to_vec(),
+        };
+        let salted = hi(&prepared, &self.salt, self.iterations);
+        let client_key = hmac(&salted, b"Client Key");
+        let stored: [u8; 32] = Sha256::digest(client_key).into();
+        stored.ct_eq(&self.stored_key).into()
     }
 
     pub fn parse(s: &str) -> Result<ScramVerifier, String> {
@@ -60,6 +76,27 @@ impl ScramVerifier {
     }
 }
 
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(data);
+    m.finalize().into_bytes().into()
+}
+
+/// PBKDF2-HMAC-SHA-256 with one output block (RFC 5802's Hi()).
+fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut input = salt.to_vec();
+    input.extend_from_slice(&1u32.to_be_bytes());
+    let mut u = hmac(password, &input);
+    let mut out = u;
+    for _ in 1..iterations {
+        u = hmac(password, &u);
+        for (o, b) in out.iter_mut().zip(u) {
+            *o ^= b;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +121,14 @@ mod tests {
         ] {
             assert!(ScramVerifier::parse(s).is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn verifies_passwords_like_postgres_would() {
+        let v = ScramVerifier::from_password("correct horse");
+        assert!(v.verify_password("correct horse"));
+        assert!(!v.verify_password("correct horsE"));
+        assert!(!v.verify_password(""));
     }
 
     #[test]

@@ -1,0 +1,108 @@
+//! The HTTP API (axum), under `/api/v1/`, with `/healthz` and `/metrics`.
+//!
+//! - [`auth`]: login with user and password for a bearer token (stored hashed,
+//!   with expiry, revocable); the [`auth::Caller`] extractor.
+//! - [`error`]: every error is JSON `{"error": {"code", "message"}}` with a
+//!   stable code and the right status.
+//! - [`routes`]: requests, decisions, grants, audit, the caller's effective policy.
+//! - [`openapi`]: the OpenAPI document at `/api/v1/openapi.json`.
+//! - [`metrics`]: Prometheus text at `/metrics`.
+//!
+//! Authorization: requesters see their own requests and grants; approvers see
+//! what they can act on (and what they decided); the `admins` group sees all;
+//! the `auditors` group reads the audit log. The API decides nothing itself:
+//! every transition goes through `store::service` and the pure `policy` rules.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use config::Config;
+use policy::{Clock, Policy};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use store::Store;
+
+/// Requests and responses are small; anything bigger is refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Bearer tokens live this long.
+pub const TOKEN_TTL: chrono::Duration = chrono::Duration::hours(12);
+
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub policy: Arc<Policy>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: metrics::Metrics,
+    /// Random per process: decoy password checks for unknown users.
+    pub decoy_salt: [u8; 16],
+}
+
+impl AppState {
+    pub fn new(
+        config: Arc<Config>,
+        policy: Arc<Policy>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<AppState> {
+        Arc::new(AppState {
+            config,
+            policy,
+            store,
+            clock,
+            metrics: metrics::Metrics::default(),
+            decoy_salt: rand::random(),
+        })
+    }
+
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.policy.in_group(user, "admins")
+    }
+
+    pub fn is_auditor(&self, user: &str) -> bool {
+        self.policy.in_group(user, "auditors") || self.is_admin(user)
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    routes::router()
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `stop`, ticking request and grant
+/// lifecycles (expiry, escalation) every second meanwhile.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ticker = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let now = state.clock.now();
+                match store::service::tick(&*state.store, &state.policy, now).await {
+                    Ok(report) if report != Default::default() => {
+                        tracing::info!(?report, "lifecycle tick")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "lifecycle tick failed"),
+                }
+            }
+        })
+    };
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(stop)
+        .await;
+    ticker.abort();
+    result
+}

@@ -1,0 +1,195 @@
+//! Requests: file, list, get, approve, deny, cancel.
+
+use super::optional_json;
+use super::S;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use policy::{Request, RequestState};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use store::service;
+use store::RequestFilter;
+
+/// Who may see a request: its requester, whoever can decide it now or did
+/// decide it, and admins.
+pub(super) fn visible(state: &AppState, user: &str, r: &Request) -> bool {
+    r.user == user
+        || state.is_admin(user)
+        || r.decisions.iter().any(|d| d.approver == user)
+        || r.check_eligible(&state.policy, user, state.clock.now())
+            .is_ok()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileBody {
+    role: String,
+    database: String,
+    #[serde(default)]
+    reason: String,
+    /// Like "30m" or "1h"; the role's default when absent.
+    duration: Option<String>,
+    statement: Option<String>,
+}
+
+pub(super) async fn file(
+    State(state): S,
+    caller: Caller,
+    body: Result<Json<FileBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(b) = body?;
+    let duration = b
+        .duration
+        .as_deref()
+        .map(|d| {
+            config::parse_duration(d)
+                .map_err(ApiError::bad_request)
+                .and_then(|d| {
+                    chrono::Duration::from_std(d).map_err(|e| ApiError::bad_request(e.to_string()))
+                })
+        })
+        .transpose()?;
+    let now = state.clock.now();
+    let (request, new) = service::file(
+        &*state.store,
+        &state.policy,
+        &caller.user,
+        &b.role,
+        &b.database,
+        &b.reason,
+        duration,
+        b.statement,
+        now,
+    )
+    .await?;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({"request": request, "new": new}))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    state: Option<String>,
+    /// Only the caller's own requests.
+    #[serde(default)]
+    mine: bool,
+}
+
+pub(super) async fn list(
+    State(state): S,
+    caller: Caller,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q?;
+    if let Some(s) = &q.state {
+        RequestState::parse(s)
+            .ok_or_else(|| ApiError::bad_request(format!("unknown state `{s}`")))?;
+    }
+    let filter = RequestFilter {
+        user: q.mine.then(|| caller.user.clone()),
+        state: q.state,
+    };
+    let requests: Vec<Request> = state
+        .store
+        .requests(&filter)
+        .await?
+        .into_iter()
+        .filter(|r| visible(&state, &caller.user, r))
+        .collect();
+    Ok(Json(json!({"requests": requests})))
+}
+
+async fn load_visible(state: &AppState, user: &str, id: i64) -> Result<Request, ApiError> {
+    match state.store.request(id).await? {
+        // Someone else's request looks exactly like a missing one.
+        Some(v) if visible(state, user, &v.value) => Ok(v.value),
+        _ => Err(ApiError::not_found("request", id)),
+    }
+}
+
+pub(super) async fn get(
+    State(state): S,
+    caller: Caller,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let r = load_visible(&state, &caller.user, id).await?;
+    Ok(Json(json!({"request": r})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Comment {
+    #[serde(default)]
+    comment: String,
+}
+
+async fn decide(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    approve: bool,
+    comment: String,
+) -> Result<Json<Value>, ApiError> {
+    load_visible(state, &caller.user, id).await?;
+    let now = state.clock.now();
+    let (r, grant) = service::decide(
+        &*state.store,
+        &state.policy,
+        id,
+        &caller.user,
+        approve,
+        &comment,
+        now,
+    )
+    .await?;
+    if let Some(decided) = r.decided_at {
+        state
+            .metrics
+            .observe_decision((decided - r.created_at).num_milliseconds() as f64 / 1000.0);
+    }
+    Ok(Json(json!({"request": r, "grant": grant})))
+}
+
+pub(super) async fn approve(
+    State(state): S,
+    caller: Caller,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let c: Comment = optional_json(body)?;
+    decide(&state, &caller, id, true, c.comment).await
+}
+
+pub(super) async fn deny(
+    State(state): S,
+    caller: Caller,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    let c: Comment = optional_json(body)?;
+    decide(&state, &caller, id, false, c.comment).await
+}
+
+pub(super) async fn cancel(
+    State(state): S,
+    caller: Caller,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id?;
+    load_visible(&state, &caller.user, id).await?;
+    let r = service::cancel(&*state.store, id, &caller.user, state.clock.now()).await?;
+    Ok(Json(json!({"request": r})))
+}
