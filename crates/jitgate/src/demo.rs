@@ -2,7 +2,6 @@
 
 use anyhow::Context;
 use pgcluster::{Cluster, Options};
-use std::sync::Arc;
 
 const SCHEMA: &str = r#"
 CREATE ROLE app_read NOLOGIN;
@@ -17,10 +16,12 @@ GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_write;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app_write;
 "#;
 
-fn demo_config(admin_url: &str, listen: &str) -> String {
+fn demo_config(admin_url: &str, listen: &str, api_listen: &str, state: &str) -> String {
     format!(
         r#"[gateway]
 listen = "{listen}"
+api_listen = "{api_listen}"
+state = "{state}"
 
 [[database]]
 name = "app"
@@ -33,6 +34,9 @@ name = "engineers"
 
 [[group]]
 name = "leads"
+
+[[group]]
+name = "auditors"
 
 [[user]]
 name = "alice"
@@ -47,12 +51,15 @@ groups = ["leads"]
 [[user]]
 name = "carol"
 password = "carol"
-groups = ["engineers"]
+groups = ["engineers", "auditors"]
 
 [[role]]
 name = "app_write"
 database = "app"
 requesters = ["engineers"]
+default_duration = "15m"
+max_duration = "1h"
+reason_required = true
 chain = [{{ approvers = ["leads"], min = 1 }}]
 
 [[rule]]
@@ -64,33 +71,39 @@ role = "app_write"
     )
 }
 
-pub async fn run(listen: String) -> anyhow::Result<()> {
+pub async fn run(listen: String, api_listen: String) -> anyhow::Result<()> {
     println!("Starting a throwaway PostgreSQL cluster...");
     let cluster = tokio::task::spawn_blocking(|| Cluster::start(Options::default()))
         .await?
         .context("starting PostgreSQL (is the server installed? apt-get install postgresql)")?;
     cluster.psql("postgres", "CREATE DATABASE app")?;
     cluster.psql("app", SCHEMA)?;
-    let text = demo_config(&cluster.url("app"), &listen);
+    let state_dir = tempfile::tempdir()?;
+    let state = format!("sqlite://{}", state_dir.path().join("jitgate.db").display());
+    let text = demo_config(&cluster.url("app"), &listen, &api_listen, &state);
     let config = config::Config::from_toml(&text).context("demo configuration")?;
-    let gateway = proxy::Gateway::bind(Arc::new(config), Arc::new(proxy::AllowAll)).await?;
-    let addr = gateway.local_addr();
     println!(
-        "\njitgate demo is running: gateway on {addr}, PostgreSQL on 127.0.0.1:{}.\n\
+        "\njitgate demo is running: gateway on {listen}, HTTP API on http://{api_listen}, \
+         PostgreSQL on 127.0.0.1:{}.\n\
          Users alice, bob and carol (password = user name) each log in as their own\n\
          login role (jit_alice, ...), which holds the baseline role app_read.\n\n\
          Try, in another terminal:\n\
-         \x20 PGPASSWORD=alice psql \"host={} port={} dbname=app user=alice\"\n\
+         \x20 PGPASSWORD=alice psql \"host=127.0.0.1 port={} dbname=app user=alice\"\n\
          \x20   app=> SELECT current_user, count(*) FROM orders GROUP BY 1;   -- runs as jit_alice\n\
-         \x20   app=> DELETE FROM orders WHERE id = 1;                         -- refused by the database: no write role\n\
-         \n\
+         \x20   app=> DELETE FROM orders WHERE id = 1;                         -- refused by the database: no write role\n\n\
+         And the approval flow (client commands talk to the HTTP API):\n\
+         \x20 export JITGATE_SERVER=http://{api_listen}\n\
+         \x20 jitgate request app_write --db app --for 30m --reason 'fix order 1' --user alice --password alice\n\
+         \x20 jitgate requests --user bob --password bob\n\
+         \x20 jitgate approve 1 --user bob --password bob\n\
+         \x20 jitgate grants --user alice --password alice\n\
+         \x20 jitgate audit verify --user carol --password carol\n\n\
          The demo configuration:\n\n{}\nPress Ctrl-C to stop; the cluster is removed.",
         cluster.port(),
-        addr.ip(),
-        addr.port(),
+        listen.rsplit(':').next().unwrap_or("6432"),
         text.replace(cluster.password(), "********"),
     );
-    gateway.run(crate::shutdown_signal()).await;
+    crate::serve(config, crate::shutdown_signal()).await?;
     drop(cluster);
     Ok(())
 }

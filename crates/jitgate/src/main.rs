@@ -1,20 +1,26 @@
 //! The `jitgate` binary: command line, configuration loading and wiring.
 //!
-//! - `serve --config F`: run the gateway.
-//! - `demo`: a throwaway PostgreSQL, a sample schema, users alice/bob/carol, and
-//!   the gateway in front, with the psql lines to try.
+//! - `serve --config F`: the gateway (Postgres wire) and the HTTP API.
+//! - `demo`: a throwaway PostgreSQL, sample data, users, and `serve` in front.
 //! - `policy check --config F`: validate a configuration file.
+//! - client commands (`login`, `request`, `requests`, `approve`, `deny`,
+//!   `cancel`, `grants`, `revoke`, `relinquish`, `audit verify|export`): talk to
+//!   a running gateway's HTTP API (see `client.rs`).
 //!
-//! Exit codes: 0 ok, 1 failed, 2 usage or configuration error.
+//! Exit codes: 0 ok, 1 refused or failed, 2 usage or configuration error.
 #![forbid(unsafe_code)]
 
+mod client;
+mod commands;
 mod demo;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use config::{Config, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -23,13 +29,26 @@ use std::sync::Arc;
     about = "Just-in-time privileged access for PostgreSQL"
 )]
 struct Cli {
+    /// HTTP API of a running gateway (client commands).
+    #[arg(
+        long,
+        global = true,
+        env = "JITGATE_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: String,
+    /// Log in as this user for this command (else the token saved by `jitgate login`).
+    #[arg(long, global = true, env = "JITGATE_USER")]
+    user: Option<String>,
+    #[arg(long, global = true, env = "JITGATE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway.
+    /// Run the gateway and its HTTP API.
     Serve {
         #[arg(long, short, env = "JITGATE_CONFIG")]
         config: PathBuf,
@@ -39,11 +58,75 @@ enum Command {
         /// Wire listener for the demo gateway.
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: String,
+        /// HTTP API listener for the demo gateway.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        api_listen: String,
     },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Log in (--user, --password) and save the token for later commands.
+    Login,
+    /// Ask for a role; prints the request id on its own line.
+    Request {
+        role: String,
+        #[arg(long)]
+        db: String,
+        /// How long, e.g. 30m (the role's default when absent).
+        #[arg(long = "for")]
+        duration: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Ask for one statement instead of the role for a time.
+        #[arg(long)]
+        statement: Option<String>,
+    },
+    /// Requests you filed or can decide.
+    Requests {
+        #[arg(long)]
+        state: Option<String>,
+        /// Only your own.
+        #[arg(long)]
+        mine: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve the current stage of a request.
+    Approve {
+        id: i64,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Deny a request (ends it).
+    Deny {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Withdraw your pending request.
+    Cancel { id: i64 },
+    /// Grants you hold or can revoke.
+    Grants {
+        /// Only active grants.
+        #[arg(long)]
+        active: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End someone's grant (approvers of the role, admins).
+    Revoke {
+        grant_id: i64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Give up your own grant early.
+    Relinquish { grant_id: i64 },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
 }
 
@@ -56,6 +139,14 @@ enum PolicyCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain; exit 1 naming the first bad event.
+    Verify,
+    /// All events as JSON lines (for a SIEM).
+    Export,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -65,11 +156,11 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logging(cfg.gateway.log_format);
-            run_with(cfg.gateway.worker_threads, serve(cfg))
+            run_with(cfg.gateway.worker_threads, serve(cfg, shutdown_signal()))
         }
-        Command::Demo { listen } => {
+        Command::Demo { listen, api_listen } => {
             init_logging(LogFormat::Plain);
-            run(demo::run(listen))
+            run(demo::run(listen, api_listen))
         }
         Command::Policy {
             command: PolicyCommand::Check { config },
@@ -88,6 +179,70 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        command => {
+            let (server, user, password) = (cli.server, cli.user, cli.password);
+            run(async move {
+                client_command(command, &server, user.as_deref(), password.as_deref()).await
+            })
+        }
+    }
+}
+
+async fn client_command(
+    command: Command,
+    server: &str,
+    user: Option<&str>,
+    password: Option<&str>,
+) -> anyhow::Result<()> {
+    if let Command::Login = command {
+        let (Some(u), Some(p)) = (user, password) else {
+            anyhow::bail!(
+                "jitgate login needs --user and --password (or JITGATE_USER and JITGATE_PASSWORD)"
+            );
+        };
+        let c = client::Client::connect(server, None, None).await?;
+        eprintln!("{}", c.login_and_save(u, p).await?);
+        return Ok(());
+    }
+    let c = client::Client::connect(server, user, password).await?;
+    match command {
+        Command::Request {
+            role,
+            db,
+            duration,
+            reason,
+            statement,
+        } => {
+            commands::request(
+                &c,
+                &role,
+                &db,
+                duration.as_deref(),
+                &reason,
+                statement.as_deref(),
+            )
+            .await
+        }
+        Command::Requests { state, mine, json } => {
+            commands::requests(&c, state.as_deref(), mine, json).await
+        }
+        Command::Approve { id, comment } => commands::decide(&c, id, true, &comment).await,
+        Command::Deny { id, reason } => commands::decide(&c, id, false, &reason).await,
+        Command::Cancel { id } => commands::cancel(&c, id).await,
+        Command::Grants { active, json } => commands::grants(&c, active, json).await,
+        Command::Revoke { grant_id, reason } => {
+            commands::end_grant(&c, grant_id, true, &reason).await
+        }
+        Command::Relinquish { grant_id } => commands::end_grant(&c, grant_id, false, "").await,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => commands::audit_verify(&c).await,
+        Command::Audit {
+            command: AuditCommand::Export,
+        } => commands::audit_export(&c).await,
+        Command::Serve { .. } | Command::Demo { .. } | Command::Policy { .. } | Command::Login => {
+            unreachable!("handled in main")
+        }
     }
 }
 
@@ -146,10 +301,45 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let gateway = proxy::Gateway::bind(Arc::new(cfg), Arc::new(proxy::AllowAll)).await?;
-    tracing::info!(listen = %gateway.local_addr(), "jitgate serving");
-    gateway.run(shutdown_signal()).await;
+/// The gateway and the HTTP API, until `stop`; both stop together.
+pub(crate) async fn serve(
+    cfg: Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let config = Arc::new(cfg);
+    let policy = Arc::new(policy::Policy::from_config(&config)?);
+    let store = store::open(&config.gateway.state)
+        .await
+        .with_context(|| format!("opening the state store {}", config.gateway.state))?;
+    let api_listener = tokio::net::TcpListener::bind(&config.gateway.api_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (api_listen)",
+                config.gateway.api_listen
+            )
+        })?;
+    let state = api::AppState::new(
+        config.clone(),
+        policy,
+        store,
+        Arc::new(policy::clock::SystemClock),
+    );
+    let gateway = proxy::Gateway::bind(config.clone(), Arc::new(proxy::AllowAll)).await?;
+    tracing::info!(listen = %gateway.local_addr(), api = %api_listener.local_addr()?, "jitgate serving");
+    let stopping = CancellationToken::new();
+    let api_stop = stopping.clone();
+    let api = tokio::spawn(api::serve(api_listener, state, async move {
+        api_stop.cancelled().await
+    }));
+    let signal = stopping.clone();
+    let gateway = gateway.run(async move {
+        stop.await;
+        signal.cancel();
+    });
+    gateway.await;
+    stopping.cancel();
+    api.await?.context("HTTP API")?;
     tracing::info!("jitgate stopped");
     Ok(())
 }

@@ -99,9 +99,12 @@ async fn serve_logs_json_and_shuts_down_gracefully_on_sigterm() {
         &dir,
         "jitgate.toml",
         &format!(
-            "[gateway]\nlisten = \"127.0.0.1:{port}\"\nlog_format = \"json\"\nshutdown_timeout = \"2s\"\n\
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\napi_listen = \"127.0.0.1:{}\"\nstate = \"sqlite://{}\"\n\
+             log_format = \"json\"\nshutdown_timeout = \"2s\"\n\
              [[database]]\nname = \"postgres\"\nadmin_url = \"{}\"\nbaseline_roles = [\"app_read\"]\ntls = \"disable\"\n\
              [[user]]\nname = \"alice\"\npassword = \"pw\"\n",
+            free_port(),
+            dir.path().join("state.db").display(),
             cluster.url("postgres")
         ),
     );
@@ -156,8 +159,15 @@ async fn serve_logs_json_and_shuts_down_gracefully_on_sigterm() {
 #[test]
 fn demo_serves_psql_as_the_login_role() {
     let port = free_port();
+    let api_port = free_port();
     let mut child = Command::new(BIN)
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--api-listen",
+            &format!("127.0.0.1:{api_port}"),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -171,6 +181,7 @@ fn demo_serves_psql_as_the_login_role() {
         .find(|l| l.contains("jitgate demo is running"))
         .expect("demo banner");
     assert!(banner.contains(&port.to_string()));
+    wait_for_port(port);
     let out = Command::new("psql")
         .args([
             "-X",
@@ -207,4 +218,134 @@ fn demo_serves_psql_as_the_login_role() {
         assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn cli(api_port: u16, args: &[&str], user: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .args([
+            "--server",
+            &format!("http://127.0.0.1:{api_port}"),
+            "--user",
+            user,
+            "--password",
+            &format!("{user}-pw"),
+        ])
+        .env_remove("JITGATE_SERVER")
+        .output()
+        .unwrap()
+}
+
+fn out(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The access-model story through the CLI and a real `jitgate serve`.
+#[test]
+fn cli_request_approve_grant_and_audit_verify() {
+    let cluster = Cluster::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, api_port) = (free_port(), free_port());
+    let db_path = dir.path().join("state.db");
+    let cfg = write(
+        &dir,
+        "jitgate.toml",
+        &format!(
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\napi_listen = \"127.0.0.1:{api_port}\"\nstate = \"sqlite://{}\"\n\
+             [[database]]\nname = \"postgres\"\nadmin_url = \"{}\"\ntls = \"disable\"\n\
+             [[group]]\nname = \"engineers\"\n[[group]]\nname = \"leads\"\n[[group]]\nname = \"auditors\"\n\
+             [[user]]\nname = \"alice\"\npassword = \"alice-pw\"\ngroups = [\"engineers\"]\n\
+             [[user]]\nname = \"bob\"\npassword = \"bob-pw\"\ngroups = [\"leads\"]\n\
+             [[user]]\nname = \"carol\"\npassword = \"carol-pw\"\ngroups = [\"auditors\"]\n\
+             [[role]]\nname = \"app_write\"\ndatabase = \"postgres\"\nrequesters = [\"engineers\"]\n\
+             reason_required = true\nchain = [{{ approvers = [\"leads\"], min = 1 }}]\n",
+            db_path.display(),
+            cluster.url("postgres")
+        ),
+    );
+    let running = Running(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(api_port);
+
+    let o = cli(
+        api_port,
+        &[
+            "request",
+            "app_write",
+            "--db",
+            "postgres",
+            "--for",
+            "30m",
+            "--reason",
+            "fix order 7",
+        ],
+        "alice",
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(id, "1", "the request id alone on stdout");
+
+    let o = cli(api_port, &["approve", &id], "alice");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(out(&o).contains("your own request"), "{}", out(&o));
+
+    let o = cli(api_port, &["requests", "--state", "pending"], "bob");
+    assert!(
+        out(&o).contains("app_write") && out(&o).contains("fix order 7"),
+        "{}",
+        out(&o)
+    );
+    let o = cli(api_port, &["approve", &id, "--comment", "go"], "bob");
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("approved"));
+
+    let o = cli(api_port, &["grants", "--active", "--json"], "alice");
+    let grants: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(grants[0]["state"], "active");
+    assert_eq!(grants[0]["role"], "app_write");
+
+    let o = cli(api_port, &["audit", "verify"], "carol");
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("hash chain intact"));
+    let o = cli(api_port, &["audit", "verify"], "alice");
+    assert_eq!(o.status.code(), Some(1), "alice is no auditor");
+
+    // Edit one audit row by hand: verification fails and names it.
+    let conn = rusqlite::Connection::open(&db_path).unwrap();
+    conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 3", [])
+        .unwrap();
+    drop(conn);
+    let o = cli(api_port, &["audit", "verify"], "carol");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(out(&o).contains("event 3"), "{}", out(&o));
+    // `jitgate login` saves a token that later commands use.
+    let home = tempfile::tempdir().unwrap();
+    let saved = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .args(["--server", &format!("http://127.0.0.1:{api_port}")])
+            .env("XDG_CONFIG_HOME", home.path())
+            .env_remove("JITGATE_USER")
+            .env_remove("JITGATE_PASSWORD")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(saved(&["grants"]).status.code(), Some(1), "no token yet");
+    let o = saved(&["login", "--user", "alice", "--password", "alice-pw"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = saved(&["grants", "--json"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = cli(api_port, &["audit", "export"], "carol");
+    assert!(String::from_utf8_lossy(&o.stdout).lines().count() >= 5);
+    drop(running);
 }

@@ -1,0 +1,222 @@
+//! What each client command sends and prints. Listings print a table, or the
+//! API's JSON with `--json`.
+
+use crate::client::Client;
+use anyhow::bail;
+use serde_json::{json, Value};
+
+fn table(rows: &[Vec<String>], header: &[&str]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
+    out.extend(rows.iter().map(|r| line(r.clone())));
+    out.join("\n")
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `jitgate request`: prints the request id alone on stdout.
+pub async fn request(
+    c: &Client,
+    role: &str,
+    db: &str,
+    duration: Option<&str>,
+    reason: &str,
+    statement: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut body = json!({"role": role, "database": db, "reason": reason});
+    if let Some(d) = duration {
+        body["duration"] = json!(d);
+    }
+    if let Some(st) = statement {
+        body["statement"] = json!(st);
+    }
+    let v = c.call("POST", "/api/v1/requests", Some(body)).await?;
+    let r = &v["request"];
+    println!("{}", r["id"]);
+    eprintln!(
+        "{} request {} for {} on {}{}",
+        if v["new"] == true {
+            "filed"
+        } else {
+            "already pending:"
+        },
+        r["id"],
+        s(&r["role"]),
+        s(&r["database"]),
+        if r["extends_grant"].is_null() {
+            String::new()
+        } else {
+            format!(" (extends grant {})", r["extends_grant"])
+        }
+    );
+    Ok(())
+}
+
+pub async fn requests(
+    c: &Client,
+    state: Option<&str>,
+    mine: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let mut q = vec![];
+    if let Some(st) = state {
+        q.push(format!("state={st}"));
+    }
+    if mine {
+        q.push("mine=true".into());
+    }
+    let v = c
+        .call("GET", &format!("/api/v1/requests?{}", q.join("&")), None)
+        .await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v["requests"])?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                s(&r["id"]),
+                s(&r["state"]),
+                s(&r["user"]),
+                s(&r["role"]),
+                s(&r["database"]),
+                s(&r["stage"]),
+                format!("{}s", r["duration_secs"]),
+                s(&r["created_at"]),
+                s(&r["reason"]),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &rows,
+            &["ID", "STATE", "USER", "ROLE", "DATABASE", "STAGE", "DURATION", "FILED", "REASON"]
+        )
+    );
+    Ok(())
+}
+
+pub async fn decide(c: &Client, id: i64, approve: bool, comment: &str) -> anyhow::Result<()> {
+    let verb = if approve { "approve" } else { "deny" };
+    let v = c
+        .call(
+            "POST",
+            &format!("/api/v1/requests/{id}/{verb}"),
+            Some(json!({"comment": comment})),
+        )
+        .await?;
+    let r = &v["request"];
+    match (s(&r["state"]).as_str(), &v["grant"]) {
+        ("approved", g) if !g.is_null() => println!(
+            "request {id} approved; grant {} active until {}",
+            g["id"],
+            s(&g["expires_at"])
+        ),
+        (state, _) => println!(
+            "request {id}: decision recorded; request is {state} (stage {})",
+            r["stage"]
+        ),
+    }
+    Ok(())
+}
+
+pub async fn cancel(c: &Client, id: i64) -> anyhow::Result<()> {
+    c.call("POST", &format!("/api/v1/requests/{id}/cancel"), None)
+        .await?;
+    println!("request {id} cancelled");
+    Ok(())
+}
+
+pub async fn grants(c: &Client, active: bool, as_json: bool) -> anyhow::Result<()> {
+    let v = c
+        .call("GET", &format!("/api/v1/grants?active={active}"), None)
+        .await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v["grants"])?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v["grants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            vec![
+                s(&g["id"]),
+                s(&g["state"]),
+                s(&g["user"]),
+                s(&g["role"]),
+                s(&g["database"]),
+                s(&g["starts_at"]),
+                s(&g["expires_at"]),
+                s(&g["request_id"]),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &rows,
+            &["ID", "STATE", "USER", "ROLE", "DATABASE", "STARTS", "EXPIRES", "REQUEST"]
+        )
+    );
+    Ok(())
+}
+
+pub async fn end_grant(c: &Client, id: i64, revoke: bool, reason: &str) -> anyhow::Result<()> {
+    let verb = if revoke { "revoke" } else { "relinquish" };
+    let body = revoke.then(|| json!({"reason": reason}));
+    let v = c
+        .call("POST", &format!("/api/v1/grants/{id}/{verb}"), body)
+        .await?;
+    println!("grant {id} {}", s(&v["grant"]["state"]));
+    Ok(())
+}
+
+pub async fn audit_verify(c: &Client) -> anyhow::Result<()> {
+    let v = c.call("GET", "/api/v1/audit/verify", None).await?;
+    if v["ok"] == true {
+        println!("audit log ok: {} events, hash chain intact", v["records"]);
+        Ok(())
+    } else {
+        bail!(crate::client::Refused(format!(
+            "audit log FAILED verification at event {}: {}",
+            v["first_bad_seq"],
+            s(&v["problem"])
+        )))
+    }
+}
+
+pub async fn audit_export(c: &Client) -> anyhow::Result<()> {
+    // The export endpoint answers JSON lines; print them as they are.
+    let v = c.call("GET", "/api/v1/audit/export", None).await?;
+    match v {
+        Value::String(lines) => print!("{lines}"),
+        other => println!("{other}"),
+    }
+    Ok(())
+}
