@@ -103,7 +103,7 @@ pub async fn run(listen: String, api_listen: String) -> anyhow::Result<()> {
         listen.rsplit(':').next().unwrap_or("6432"),
         text.replace(cluster.password(), "********"),
     );
-    crate::serve(config, crate::shutdown_signal()).await?;
+    crate::serve(config, &text, crate::shutdown_signal()).await?;
     drop(cluster);
     Ok(())
 }

@@ -155,8 +155,11 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            let text = std::fs::read_to_string(&config).unwrap_or_default();
             init_logging(cfg.gateway.log_format);
-            run_with(cfg.gateway.worker_threads, serve(cfg, shutdown_signal()))
+            run_with(cfg.gateway.worker_threads, async move {
+                serve(cfg, &text, shutdown_signal()).await
+            })
         }
         Command::Demo { listen, api_listen } => {
             init_logging(LogFormat::Plain);
@@ -302,8 +305,10 @@ fn init_logging(format: LogFormat) {
 }
 
 /// The gateway and the HTTP API, until `stop`; both stop together.
+/// `config_text` is the file as read (its hash goes into the audit log).
 pub(crate) async fn serve(
     cfg: Config,
+    config_text: &str,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(cfg);
@@ -319,6 +324,7 @@ pub(crate) async fn serve(
                 config.gateway.api_listen
             )
         })?;
+    audit_policy(&*store, &config, config_text).await?;
     let state = api::AppState::new(
         config.clone(),
         policy,
@@ -341,6 +347,50 @@ pub(crate) async fn serve(
     stopping.cancel();
     api.await?.context("HTTP API")?;
     tracing::info!("jitgate stopped");
+    Ok(())
+}
+
+/// Records the policy in force at start: `policy.loaded`, or `policy.changed`
+/// when the configuration differs from the last start. The file itself holds
+/// passwords, so only its SHA-256 and a summary are recorded.
+async fn audit_policy(store: &dyn store::Store, config: &Config, text: &str) -> anyhow::Result<()> {
+    use sha2::{Digest, Sha256};
+    let digest: String = Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let last = store
+        .audit(&store::AuditFilter {
+            kind_prefix: Some("policy.".into()),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await?;
+    let previous = last
+        .first()
+        .and_then(|r| r.event.detail["config_sha256"].as_str().map(str::to_string));
+    let kind = match &previous {
+        Some(p) if *p != digest => "policy.changed",
+        _ => "policy.loaded",
+    };
+    let detail = serde_json::json!({
+        "config_sha256": digest,
+        "previous_sha256": previous,
+        "databases": config.databases.iter().map(|d| &d.name).collect::<Vec<_>>(),
+        "users": config.users.iter().map(|u| &u.name).collect::<Vec<_>>(),
+        "roles": config.roles.iter().map(|r| &r.name).collect::<Vec<_>>(),
+        "rules": config.rules.len(),
+    });
+    let now = chrono::Utc::now();
+    store
+        .append_audit(vec![store::AuditEvent::new(
+            now,
+            kind,
+            "jitgate",
+            "policy".into(),
+            detail,
+        )])
+        .await?;
     Ok(())
 }
 
