@@ -8,11 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     #[error(
-        "role `{role}`, stage {stage}: min = {min} but only {eligible} distinct people could ever \
-         approve it (approvers and escalation groups, counting each person once across the \
-         chain, less one when a requester is also an approver)"
+        "invalid `role[{index}].chain[{stage}].min` (role `{role}`): min = {min} but only {eligible} \
+         distinct people could ever approve it (approvers and escalation groups, counting each \
+         person once across the chain, less one when a requester is also an approver)"
     )]
     Unreachable {
+        /// Position of the role in the configuration.
+        index: usize,
         role: String,
         stage: usize,
         min: u32,
@@ -38,6 +40,8 @@ pub struct RolePolicy {
     pub reason_required: bool,
     pub request_ttl: chrono::Duration,
     pub chain: Vec<StagePolicy>,
+    /// Position in the configuration, for error messages.
+    pub index: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -63,7 +67,8 @@ impl Policy {
         let roles = cfg
             .roles
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(index, r)| {
                 let role = RolePolicy {
                     name: r.name.clone(),
                     database: r.database.clone(),
@@ -82,6 +87,7 @@ impl Policy {
                             escalate_to: s.escalate_to.iter().cloned().collect(),
                         })
                         .collect(),
+                    index,
                 };
                 (r.name.clone(), role)
             })
@@ -121,6 +127,7 @@ impl Policy {
                 pool.extend(stage_people.iter().cloned());
                 needed += stage.min as usize;
                 let unreachable = |eligible: usize| PolicyError::Unreachable {
+                    index: role.index,
                     role: role.name.clone(),
                     stage: i,
                     min: stage.min,

@@ -29,7 +29,13 @@ fn policy(n: usize) -> Policy {
         max_duration: Duration::hours(1),
         reason_required: false,
         request_ttl: Duration::hours(1),
-        chain: vec![StagePolicy { approvers: set(&["leads"]), min: 1, escalate_after: None, escalate_to: BTreeSet::new() }],
+        index: 0,
+        chain: vec![StagePolicy {
+            approvers: set(&["leads"]),
+            min: 1,
+            escalate_after: None,
+            escalate_to: BTreeSet::new(),
+        }],
     };
     Policy::new(users, vec![role]).unwrap()
 }
@@ -48,7 +54,9 @@ async fn audit_rate(s: &dyn Store, batch: usize, total: usize) -> f64 {
     let t = Instant::now();
     let mut i = 0;
     while i < total {
-        s.append_audit((i..i + batch).map(event).collect()).await.unwrap();
+        s.append_audit((i..i + batch).map(event).collect())
+            .await
+            .unwrap();
         i += batch;
     }
     total as f64 / t.elapsed().as_secs_f64()
@@ -60,12 +68,19 @@ async fn approval_latency(s: &dyn Store, n: usize) -> (f64, f64, f64) {
     for i in 0..n {
         let user = format!("user{i}");
         let now = chrono::Utc::now();
-        let (r, _) = service::file(s, &p, &user, "app_write", "app", "", None, None, now).await.unwrap();
+        let (r, _) = service::file(s, &p, &user, "app_write", "app", "", None, None, now)
+            .await
+            .unwrap();
         let t = Instant::now();
-        service::decide(s, &p, r.id, "lead", true, "", now).await.unwrap();
+        service::decide(s, &p, r.id, "lead", true, "", now)
+            .await
+            .unwrap();
         // What the enforcement path asks: the user's active grants.
         let visible = s
-            .grants(&GrantFilter { user: Some(user.clone()), active_only: true })
+            .grants(&GrantFilter {
+                user: Some(user.clone()),
+                active_only: true,
+            })
             .await
             .unwrap()
             .iter()
@@ -81,14 +96,28 @@ async fn approval_latency(s: &dyn Store, n: usize) -> (f64, f64, f64) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = store::open(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.unwrap();
-    println!("sqlite audit append, 1 event per transaction (fsync each): {:.0} events/s", audit_rate(&*sqlite, 1, 2_000).await);
-    println!("sqlite audit append, 100 events per transaction: {:.0} events/s", audit_rate(&*sqlite, 100, 100_000).await);
+    let sqlite = store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("bench.db").display()
+    ))
+    .await
+    .unwrap();
+    println!(
+        "sqlite audit append, 1 event per transaction (fsync each): {:.0} events/s",
+        audit_rate(&*sqlite, 1, 2_000).await
+    );
+    println!(
+        "sqlite audit append, 100 events per transaction: {:.0} events/s",
+        audit_rate(&*sqlite, 100, 100_000).await
+    );
     let (p50, p99, max) = approval_latency(&*sqlite, 300).await;
     println!("sqlite approval -> grant visible: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (300 approvals)");
     if let Some(url) = std::env::args().nth(1) {
         let pg = store::open(&url).await.unwrap();
-        println!("postgres audit append, 100 events per transaction: {:.0} events/s", audit_rate(&*pg, 100, 20_000).await);
+        println!(
+            "postgres audit append, 100 events per transaction: {:.0} events/s",
+            audit_rate(&*pg, 100, 20_000).await
+        );
         let (p50, p99, max) = approval_latency(&*pg, 300).await;
         println!("postgres approval -> grant visible: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (300 approvals)");
     }

@@ -36,6 +36,7 @@ fn policy() -> Policy {
         max_duration: Duration::hours(1),
         reason_required: false,
         request_ttl: Duration::hours(1),
+        index: 0,
         chain: vec![StagePolicy {
             approvers: set(&[approvers]),
             min,

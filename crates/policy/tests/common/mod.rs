@@ -46,6 +46,7 @@ pub fn role(name: &str, chain: Vec<StagePolicy>) -> RolePolicy {
         max_duration: Duration::hours(1),
         reason_required: true,
         request_ttl: Duration::hours(1),
+        index: 0,
         chain,
     }
 }
