@@ -64,6 +64,7 @@ impl Api {
             Utc.with_ymd_and_hms(2026, 11, 29, 9, 0, 0).unwrap(),
         ));
         let state = api::AppState::new(config, policy, store, clock.clone());
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(serve(listener, state.clone()));
