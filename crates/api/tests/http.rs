@@ -236,6 +236,19 @@ async fn the_approval_story() {
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["request.approved", "request.filed"]);
+    let (_, ev) = api
+        .call(
+            "GET",
+            "/api/v1/audit?kind=decision.refused&actor=alice",
+            Some(&carol),
+            None,
+        )
+        .await;
+    assert_eq!(ev["events"][0]["actor"], "alice");
+    assert_eq!(
+        ev["events"][0]["severity"], "alert",
+        "self-approval is an alert"
+    );
     let (_, v) = api
         .call("GET", "/api/v1/audit/verify", Some(&carol), None)
         .await;

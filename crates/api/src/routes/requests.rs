@@ -14,7 +14,7 @@ use policy::{Request, RequestState};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::service;
-use store::RequestFilter;
+use store::{AuditEvent, RequestFilter};
 
 /// Who may see a request: its requester, whoever can decide it now or did
 /// decide it, and admins.
@@ -143,7 +143,7 @@ async fn decide(
 ) -> Result<Json<Value>, ApiError> {
     load_visible(state, &caller.user, id).await?;
     let now = state.clock.now();
-    let (r, grant) = service::decide(
+    let result = service::decide(
         &*state.store,
         &state.policy,
         id,
@@ -152,7 +152,22 @@ async fn decide(
         &comment,
         now,
     )
-    .await?;
+    .await;
+    if let Err(service::ServiceError::Decision(e)) = &result {
+        // A refused decision is recorded too; deciding one's own request is an alert.
+        let mut ev = AuditEvent::new(
+            now,
+            "decision.refused",
+            &caller.user,
+            format!("request:{id}"),
+            json!({"approve": approve, "reason": e.to_string()}),
+        );
+        if *e == policy::DecisionError::OwnRequest {
+            ev.severity = store::Severity::Alert;
+        }
+        state.store.append_audit(vec![ev]).await?;
+    }
+    let (r, grant) = result?;
     if let Some(decided) = r.decided_at {
         state
             .metrics
