@@ -214,7 +214,7 @@ impl Store for PgStore {
         let rows = client
             .query(
                 "SELECT body FROM requests WHERE ($1::text IS NULL OR username = $1) AND ($2::text IS NULL OR state = $2) \
-                 ORDER BY id DESC LIMIT 1000",
+                 ORDER BY id DESC",
                 &[&filter.user, &filter.state],
             )
             .await?;
@@ -280,7 +280,7 @@ impl Store for PgStore {
         let rows = client
             .query(
                 "SELECT body FROM grants WHERE ($1::text IS NULL OR username = $1) AND (NOT $2 OR state = 'active') \
-                 ORDER BY id DESC LIMIT 1000",
+                 ORDER BY id DESC",
                 &[&filter.user, &filter.active_only],
             )
             .await?;

@@ -236,7 +236,7 @@ impl Store for SqliteStore {
             let bodies: Vec<String> = conn
                 .prepare(
                     "SELECT body FROM requests WHERE (?1 IS NULL OR username = ?1) AND (?2 IS NULL OR state = ?2) \
-                     ORDER BY id DESC LIMIT 1000",
+                     ORDER BY id DESC",
                 )?
                 .query_map(params![f.user, f.state], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
@@ -310,7 +310,7 @@ impl Store for SqliteStore {
             let bodies: Vec<String> = conn
                 .prepare(
                     "SELECT body FROM grants WHERE (?1 IS NULL OR username = ?1) AND (?2 = 0 OR state = 'active') \
-                     ORDER BY id DESC LIMIT 1000",
+                     ORDER BY id DESC",
                 )?
                 .query_map(params![f.user, f.active_only as i64], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;

@@ -437,3 +437,61 @@ async fn tokens_are_stored_by_hash_and_revocable(kind: &str) {
     assert!(s.token("abc123").await.unwrap().unwrap().revoked);
     assert!(s.token("nope").await.unwrap().is_none());
 }
+
+both!(tick_ends_every_grant_not_just_the_first_thousand);
+async fn tick_ends_every_grant_not_just_the_first_thousand(kind: &str) {
+    let (s, _b) = open(kind).await;
+    // Many users of the crowd role, all approved at the same moment.
+    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    users.insert("lead".into(), set(&["leads"]));
+    for i in 0..1050 {
+        users.insert(format!("u{i}"), set(&["engineers"]));
+    }
+    let role = RolePolicy {
+        name: "app_write".into(),
+        database: "app".into(),
+        requesters: set(&["engineers"]),
+        default_duration: Duration::minutes(15),
+        max_duration: Duration::hours(1),
+        reason_required: false,
+        request_ttl: Duration::hours(1),
+        index: 0,
+        chain: vec![StagePolicy {
+            approvers: set(&["leads"]),
+            min: 1,
+            escalate_after: None,
+            escalate_to: BTreeSet::new(),
+        }],
+    };
+    let p = Policy::new(users, vec![role]).unwrap();
+    for i in 0..1050 {
+        let (r, _) = service::file(
+            &*s,
+            &p,
+            &format!("u{i}"),
+            "app_write",
+            "app",
+            "",
+            None,
+            None,
+            t0(),
+        )
+        .await
+        .unwrap();
+        service::decide(&*s, &p, r.id, "lead", true, "", t0())
+            .await
+            .unwrap();
+    }
+    let report = service::tick(&*s, &p, t0() + Duration::minutes(15))
+        .await
+        .unwrap();
+    assert_eq!(report.grants_expired.len(), 1050);
+    assert!(s
+        .grants(&GrantFilter {
+            user: None,
+            active_only: true
+        })
+        .await
+        .unwrap()
+        .is_empty());
+}
