@@ -80,6 +80,28 @@ fn append(tx: &Transaction<'_>, events: Vec<AuditEvent>) -> Result<(), StoreErro
     Ok(())
 }
 
+/// One row's JSON body and version, from `requests` or `grants`.
+fn load_versioned<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    table: &str,
+    id: i64,
+) -> Result<Option<Versioned<T>>, StoreError> {
+    let row: Option<(i64, String)> = conn
+        .query_row(
+            &format!("SELECT version, body FROM {table} WHERE id = ?1"),
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    row.map(|(version, body)| {
+        Ok(Versioned {
+            value: serde_json::from_str(&body)?,
+            version,
+        })
+    })
+    .transpose()
+}
+
 fn next_id(tx: &Transaction<'_>, table: &str) -> Result<i64, StoreError> {
     Ok(tx.query_row(
         &format!("SELECT COALESCE(MAX(id), 0) + 1 FROM {table}"),
@@ -211,23 +233,8 @@ impl Store for SqliteStore {
     }
 
     async fn request(&self, id: i64) -> Result<Option<Versioned<Request>>, StoreError> {
-        self.run(move |conn| {
-            let row: Option<(i64, String)> = conn
-                .query_row(
-                    "SELECT version, body FROM requests WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            row.map(|(version, body)| {
-                Ok(Versioned {
-                    value: serde_json::from_str(&body)?,
-                    version,
-                })
-            })
-            .transpose()
-        })
-        .await
+        self.run(move |conn| load_versioned(conn, "requests", id))
+            .await
     }
 
     async fn requests(&self, filter: &RequestFilter) -> Result<Vec<Request>, StoreError> {
@@ -285,23 +292,8 @@ impl Store for SqliteStore {
     }
 
     async fn grant(&self, id: i64) -> Result<Option<Versioned<Grant>>, StoreError> {
-        self.run(move |conn| {
-            let row: Option<(i64, String)> = conn
-                .query_row(
-                    "SELECT version, body FROM grants WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            row.map(|(version, body)| {
-                Ok(Versioned {
-                    value: serde_json::from_str(&body)?,
-                    version,
-                })
-            })
-            .transpose()
-        })
-        .await
+        self.run(move |conn| load_versioned(conn, "grants", id))
+            .await
     }
 
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError> {

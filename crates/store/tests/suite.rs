@@ -20,15 +20,9 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// alice requests; bob leads; approver0..19 form the "crowd".
-fn policy() -> Policy {
-    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    users.insert("alice".into(), set(&["engineers"]));
-    users.insert("bob".into(), set(&["leads"]));
-    for i in 0..20 {
-        users.insert(format!("approver{i}"), set(&["crowd"]));
-    }
-    let role = |name: &str, approvers: &str, min: u32| RolePolicy {
+/// A one-stage role of the `engineers`, approved by `min` of `approvers`.
+fn role(name: &str, approvers: &str, min: u32) -> RolePolicy {
+    RolePolicy {
         name: name.into(),
         database: "app".into(),
         requesters: set(&["engineers"]),
@@ -43,7 +37,17 @@ fn policy() -> Policy {
             escalate_after: None,
             escalate_to: BTreeSet::new(),
         }],
-    };
+    }
+}
+
+/// alice requests; bob leads; approver0..19 form the "crowd".
+fn policy() -> Policy {
+    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    users.insert("alice".into(), set(&["engineers"]));
+    users.insert("bob".into(), set(&["leads"]));
+    for i in 0..20 {
+        users.insert(format!("approver{i}"), set(&["crowd"]));
+    }
     Policy::new(
         users,
         vec![
@@ -447,23 +451,7 @@ async fn tick_ends_every_grant_not_just_the_first_thousand(kind: &str) {
     for i in 0..1050 {
         users.insert(format!("u{i}"), set(&["engineers"]));
     }
-    let role = RolePolicy {
-        name: "app_write".into(),
-        database: "app".into(),
-        requesters: set(&["engineers"]),
-        default_duration: Duration::minutes(15),
-        max_duration: Duration::hours(1),
-        reason_required: false,
-        request_ttl: Duration::hours(1),
-        index: 0,
-        chain: vec![StagePolicy {
-            approvers: set(&["leads"]),
-            min: 1,
-            escalate_after: None,
-            escalate_to: BTreeSet::new(),
-        }],
-    };
-    let p = Policy::new(users, vec![role]).unwrap();
+    let p = Policy::new(users, vec![role("app_write", "leads", 1)]).unwrap();
     for i in 0..1050 {
         let (r, _) = service::file(
             &*s,
