@@ -14,6 +14,8 @@ pub struct Client {
     server: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// Logged in with --user/--password for this one command.
+    one_shot: bool,
 }
 
 /// An API refusal: the message is the API's, the exit code 1.
@@ -74,6 +76,7 @@ impl Client {
                 .timeout(std::time::Duration::from_secs(30))
                 .build()?,
             token: None,
+            one_shot: user.is_some(),
         };
         c.token = match (user, password) {
             (Some(u), Some(p)) => Some(c.login(u, p).await?.0),
@@ -83,6 +86,13 @@ impl Client {
             (None, None) => saved_tokens().get(&c.server).cloned(),
         };
         Ok(c)
+    }
+
+    /// Ends a one-command login, so `--user`/`--password` calls leave no live token.
+    pub async fn finish(self) {
+        if self.one_shot {
+            let _ = self.call("POST", "/api/v1/logout", None).await;
+        }
     }
 
     async fn login(&self, user: &str, password: &str) -> anyhow::Result<(String, Value)> {

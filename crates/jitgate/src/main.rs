@@ -208,7 +208,7 @@ async fn client_command(
         return Ok(());
     }
     let c = client::Client::connect(server, user, password).await?;
-    match command {
+    let result = match command {
         Command::Request {
             role,
             db,
@@ -246,7 +246,9 @@ async fn client_command(
         Command::Serve { .. } | Command::Demo { .. } | Command::Policy { .. } | Command::Login => {
             unreachable!("handled in main")
         }
-    }
+    };
+    c.finish().await;
+    result
 }
 
 /// Loads the file and checks that the access policy it describes can work

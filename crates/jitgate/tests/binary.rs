@@ -345,6 +345,15 @@ fn cli_request_approve_grant_and_audit_verify() {
     assert!(o.status.success(), "{}", out(&o));
     let o = saved(&["grants", "--json"]);
     assert!(o.status.success(), "{}", out(&o));
+    // One-command logins leave no live token behind; `jitgate login`'s stays.
+    let conn = rusqlite::Connection::open(&db_path).unwrap();
+    let live: i64 = conn
+        .query_row("SELECT count(*) FROM tokens WHERE NOT revoked", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(live, 1);
+    drop(conn);
     let o = cli(api_port, &["audit", "export"], "carol");
     assert!(String::from_utf8_lossy(&o.stdout).lines().count() >= 5);
     drop(running);

@@ -148,6 +148,63 @@ pub struct Checked {
     pub unknown_options: Vec<String>,
 }
 
+/// Whether a libpq `options` string sets `role` or `session_authorization`.
+///
+/// PostgreSQL reads `options` as command-line switches: tokens split on
+/// whitespace (a backslash escapes the next character), settings given as
+/// `-c name=value`, `-cname=value` or `--name=value`, with `-` and `_`
+/// interchangeable in names. We read it the same way and fail closed: any
+/// token we cannot place (another switch, a dangling `-c`) counts as a change.
+fn options_change_identity(options: &str) -> bool {
+    let mut tokens = Vec::new();
+    let mut current = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            c if c.is_ascii_whitespace() => {
+                if !current.is_empty() {
+                    tokens.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        tokens.push(current);
+    }
+    let identity = |setting: &str| {
+        let name = setting
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+            .replace('-', "_");
+        name == "role" || name == "session_authorization"
+    };
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        let setting = if t == "-c" {
+            i += 1;
+            match tokens.get(i) {
+                Some(next) => next.as_str(),
+                None => return true,
+            }
+        } else if let Some(rest) = t.strip_prefix("--").or_else(|| t.strip_prefix("-c")) {
+            rest
+        } else {
+            return true;
+        };
+        if !setting.contains('=') || identity(setting) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
 fn is_false(v: &str) -> bool {
     matches!(
         v.to_ascii_lowercase().as_str(),
@@ -182,8 +239,7 @@ pub fn check(request: &Request) -> Result<Checked, StartupError> {
                 ))
             }
             "options" => {
-                let lower = v.to_ascii_lowercase();
-                if lower.contains("role") || lower.contains("session_authorization") {
+                if options_change_identity(v) {
                     return Err(fatal(
                         "42501",
                         "startup options that set role or session_authorization are refused",
@@ -251,6 +307,32 @@ mod tests {
                 matches!(r, Err(StartupError::Fatal(ref e)) if e.code == "42501"),
                 "{p:?}"
             );
+        }
+    }
+
+    #[test]
+    fn options_are_read_like_postgres_reads_them() {
+        for bad in [
+            "-c role=admin",
+            "-crole=admin",
+            "--role=admin",
+            "--ROLE=admin",
+            "-c session-authorization=postgres",
+            "-c search_path=x -c role=y",
+            "-c\\ role=admin",
+            "-c",
+            "-B 1000",
+            "-c noequals",
+        ] {
+            assert!(options_change_identity(bad), "{bad}");
+        }
+        for good in [
+            "",
+            "-c search_path=roles,public",
+            "--application_name=role_report",
+            "-c statement_timeout=5s  -c work_mem=64MB",
+        ] {
+            assert!(!options_change_identity(good), "{good}");
         }
     }
 
