@@ -14,6 +14,7 @@
 //! making it atomic against concurrent deciders) is the store's job.
 #![forbid(unsafe_code)]
 
+pub mod classify;
 pub mod clock;
 pub mod grant;
 pub mod model;

@@ -1,0 +1,310 @@
+//! What a statement does, read with the real PostgreSQL parser (pg_query).
+//!
+//! A statement's class is the most privileged thing it can do: a write inside a
+//! CTE, `EXPLAIN ANALYZE` of a write, `SELECT INTO` and `COPY ... FROM` are
+//! writes; server files, programs and calls that open another session are
+//! `admin`. Statements that could change the session's identity (`SET ROLE`,
+//! `SET SESSION AUTHORIZATION`, `RESET ROLE`, `RESET ALL`, `set_config('role', ...)`
+//! in any spelling) are flagged, and so is anything whose effect cannot be read
+//! from the text (`EXECUTE` of a named prepared statement). Text the parser
+//! cannot read is an error: the caller refuses it.
+//!
+//! Objects are reported as written (`schema.table`, or just `table`). An
+//! unqualified name may resolve to any schema on the search_path, so rules
+//! match it against every schema (see `rules.rs`): changing search_path can
+//! never dodge a rule.
+
+use pg_query::protobuf::a_const::Val;
+use pg_query::protobuf::AlterTableType;
+use pg_query::{NodeEnum, NodeRef};
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// Action kinds, least to most privileged (the order is the `max` used to
+/// combine statements).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Transaction,
+    Session,
+    Read,
+    Write,
+    Call,
+    Ddl,
+    Privilege,
+    Unknown,
+    Admin,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Transaction => "transaction",
+            ActionKind::Session => "session",
+            ActionKind::Read => "read",
+            ActionKind::Write => "write",
+            ActionKind::Call => "call",
+            ActionKind::Ddl => "ddl",
+            ActionKind::Privilege => "privilege",
+            ActionKind::Unknown => "unknown",
+            ActionKind::Admin => "admin",
+        }
+    }
+}
+
+/// The classification of one piece of SQL (one or several statements).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Action {
+    pub kind: ActionKind,
+    /// Tables written to or read from, as written.
+    pub objects: BTreeSet<String>,
+    /// Functions called, as written.
+    pub functions: BTreeSet<String>,
+    /// Could change who the session is: always refused.
+    pub identity_change: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the statement cannot be read: {0}")]
+pub struct ClassifyError(pub String);
+
+/// Functions that reach server files or programs, open other sessions, or
+/// control the server: `admin`, whatever statement they appear in.
+const ADMIN_FUNCTIONS: &[&str] = &[
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_dir",
+    "pg_stat_file",
+    "pg_ls_logdir",
+    "pg_ls_waldir",
+    "pg_ls_tmpdir",
+    "pg_ls_archive_statusdir",
+    "pg_file_write",
+    "pg_file_rename",
+    "pg_file_unlink",
+    "lo_import",
+    "lo_export",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_promote",
+    "pg_switch_wal",
+    "pg_create_restore_point",
+    "pg_backup_start",
+    "pg_backup_stop",
+    "pg_create_logical_replication_slot",
+    "pg_create_physical_replication_slot",
+];
+
+fn is_admin_function(name: &str) -> bool {
+    let base = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
+    ADMIN_FUNCTIONS.contains(&base.as_str()) || base.starts_with("dblink")
+}
+
+/// Classifies `sql` (all its statements).
+pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
+    let parsed = pg_query::parse(sql, 0).map_err(|e| ClassifyError(e.to_string()))?;
+    if parsed.protobuf.stmts.is_empty() {
+        // Empty or comment-only text: PostgreSQL answers EmptyQueryResponse.
+        return Ok(Action {
+            kind: ActionKind::Session,
+            objects: BTreeSet::new(),
+            functions: BTreeSet::new(),
+            identity_change: false,
+        });
+    }
+    let mut kind = ActionKind::Transaction;
+    let mut identity_change = false;
+    for raw in &parsed.protobuf.stmts {
+        let node = raw.stmt.as_ref().and_then(|s| s.node.as_ref());
+        let (k, id) = statement_kind(node);
+        kind = kind.max(k);
+        identity_change |= id;
+    }
+    let functions: BTreeSet<String> = parsed.functions.iter().map(|(f, _)| f.clone()).collect();
+    if functions.iter().any(|f| is_admin_function(f)) {
+        kind = kind.max(ActionKind::Admin);
+    }
+    for (node, _, _, _) in parsed.protobuf.nodes() {
+        if let NodeRef::FuncCall(call) = node {
+            identity_change |= sets_identity(call);
+        }
+    }
+    Ok(Action {
+        kind,
+        objects: parsed.tables.iter().map(|(t, _)| t.clone()).collect(),
+        functions,
+        identity_change,
+    })
+}
+
+/// `set_config('role' | 'session_authorization', ...)`, or a `set_config` whose
+/// first argument is not a constant (we cannot tell: assume the worst).
+fn sets_identity(call: &pg_query::protobuf::FuncCall) -> bool {
+    let name = call
+        .funcname
+        .iter()
+        .filter_map(|n| match &n.node {
+            Some(NodeEnum::String(s)) => Some(s.sval.to_ascii_lowercase()),
+            _ => None,
+        })
+        .last()
+        .unwrap_or_default();
+    if name != "set_config" {
+        return false;
+    }
+    match call.args.first().and_then(|a| a.node.as_ref()) {
+        Some(NodeEnum::AConst(c)) => match &c.val {
+            Some(Val::Sval(s)) => is_identity_setting(&s.sval),
+            _ => true,
+        },
+        _ => true,
+    }
+}
+
+fn is_identity_setting(name: &str) -> bool {
+    let n = name.trim().to_ascii_lowercase();
+    n == "role" || n == "session_authorization"
+}
+
+/// Whether a statement contains an INSERT, UPDATE, DELETE or MERGE anywhere.
+fn modifies(node: &NodeEnum) -> bool {
+    node.nodes().iter().any(|(n, ..)| {
+        matches!(
+            n,
+            NodeRef::InsertStmt(_)
+                | NodeRef::UpdateStmt(_)
+                | NodeRef::DeleteStmt(_)
+                | NodeRef::MergeStmt(_)
+        )
+    })
+}
+
+/// `ALTER TABLE ... OWNER TO`: hands all privileges on the table to someone.
+fn changes_owner(a: &pg_query::protobuf::AlterTableStmt) -> bool {
+    a.cmds.iter().any(|c| {
+        matches!(&c.node, Some(NodeEnum::AlterTableCmd(cmd)) if cmd.subtype == AlterTableType::AtChangeOwner as i32)
+    })
+}
+
+/// The kind of one statement, and whether it could change identity.
+fn statement_kind(node: Option<&NodeEnum>) -> (ActionKind, bool) {
+    use ActionKind::*;
+    let Some(node) = node else {
+        return (Unknown, false);
+    };
+    let inner = |q: &Option<Box<pg_query::protobuf::Node>>| {
+        statement_kind(q.as_ref().and_then(|n| n.node.as_ref()))
+    };
+    match node {
+        NodeEnum::SelectStmt(s) if s.into_clause.is_some() => (Write, false),
+        // A data-modifying CTE makes a SELECT a write.
+        NodeEnum::SelectStmt(_) if modifies(node) => (Write, false),
+        NodeEnum::SelectStmt(_) => (Read, false),
+        NodeEnum::InsertStmt(_)
+        | NodeEnum::UpdateStmt(_)
+        | NodeEnum::DeleteStmt(_)
+        | NodeEnum::MergeStmt(_) => (Write, false),
+        NodeEnum::TruncateStmt(_) | NodeEnum::LockStmt(_) => (Write, false),
+        NodeEnum::CopyStmt(c) if c.is_program || !c.filename.is_empty() => (Admin, false),
+        NodeEnum::CopyStmt(c) if c.is_from => (Write, false),
+        NodeEnum::CopyStmt(c) => match &c.query {
+            Some(_) => {
+                let (k, id) = inner(&c.query);
+                (k.max(Read), id)
+            }
+            None => (Read, false),
+        },
+        NodeEnum::ExplainStmt(e) => {
+            let analyze = e.options.iter().any(|o| {
+                matches!(&o.node, Some(NodeEnum::DefElem(d)) if d.defname.eq_ignore_ascii_case("analyze"))
+            });
+            if analyze {
+                inner(&e.query)
+            } else {
+                (Read, false)
+            }
+        }
+        NodeEnum::PrepareStmt(p) => inner(&p.query),
+        NodeEnum::DeclareCursorStmt(d) => inner(&d.query),
+        NodeEnum::CreateTableAsStmt(c) => {
+            let (k, id) = inner(&c.query);
+            (k.max(Ddl), id)
+        }
+        NodeEnum::FetchStmt(_) | NodeEnum::ClosePortalStmt(_) | NodeEnum::VariableShowStmt(_) => {
+            (Read, false)
+        }
+        NodeEnum::VariableSetStmt(v) => {
+            // kind 5 = VAR_RESET_ALL: resets role and session_authorization too.
+            let reset_all = v.kind == pg_query::protobuf::VariableSetKind::VarResetAll as i32;
+            (Session, reset_all || is_identity_setting(&v.name))
+        }
+        NodeEnum::DiscardStmt(_)
+        | NodeEnum::ListenStmt(_)
+        | NodeEnum::UnlistenStmt(_)
+        | NodeEnum::NotifyStmt(_)
+        | NodeEnum::DeallocateStmt(_)
+        | NodeEnum::ConstraintsSetStmt(_) => (Session, false),
+        NodeEnum::TransactionStmt(_) => (Transaction, false),
+        NodeEnum::DoStmt(_) | NodeEnum::CallStmt(_) => (Call, false),
+        NodeEnum::ExecuteStmt(_) => (Unknown, false),
+        NodeEnum::GrantStmt(_)
+        | NodeEnum::GrantRoleStmt(_)
+        | NodeEnum::AlterDefaultPrivilegesStmt(_)
+        | NodeEnum::CreateRoleStmt(_)
+        | NodeEnum::AlterRoleStmt(_)
+        | NodeEnum::AlterRoleSetStmt(_)
+        | NodeEnum::DropRoleStmt(_)
+        | NodeEnum::ReassignOwnedStmt(_)
+        | NodeEnum::DropOwnedStmt(_)
+        | NodeEnum::AlterOwnerStmt(_)
+        | NodeEnum::CreatePolicyStmt(_)
+        | NodeEnum::AlterPolicyStmt(_) => (Privilege, false),
+        NodeEnum::VacuumStmt(_)
+        | NodeEnum::ClusterStmt(_)
+        | NodeEnum::ReindexStmt(_)
+        | NodeEnum::CheckPointStmt(_)
+        | NodeEnum::LoadStmt(_)
+        | NodeEnum::AlterSystemStmt(_)
+        | NodeEnum::CreatedbStmt(_)
+        | NodeEnum::DropdbStmt(_)
+        | NodeEnum::AlterDatabaseStmt(_)
+        | NodeEnum::AlterDatabaseSetStmt(_)
+        | NodeEnum::CreateTableSpaceStmt(_)
+        | NodeEnum::DropTableSpaceStmt(_)
+        | NodeEnum::CreateExtensionStmt(_)
+        | NodeEnum::AlterExtensionStmt(_)
+        | NodeEnum::CreateSubscriptionStmt(_)
+        | NodeEnum::AlterSubscriptionStmt(_)
+        | NodeEnum::CreateFdwStmt(_)
+        | NodeEnum::CreateForeignServerStmt(_)
+        | NodeEnum::CreateUserMappingStmt(_)
+        | NodeEnum::ImportForeignSchemaStmt(_)
+        | NodeEnum::CreateEventTrigStmt(_) => (Admin, false),
+        NodeEnum::AlterTableStmt(a) if changes_owner(a) => (Privilege, false),
+        NodeEnum::CreateStmt(_)
+        | NodeEnum::AlterTableStmt(_)
+        | NodeEnum::DropStmt(_)
+        | NodeEnum::IndexStmt(_)
+        | NodeEnum::ViewStmt(_)
+        | NodeEnum::CreateSchemaStmt(_)
+        | NodeEnum::CreateSeqStmt(_)
+        | NodeEnum::AlterSeqStmt(_)
+        | NodeEnum::CreateFunctionStmt(_)
+        | NodeEnum::AlterFunctionStmt(_)
+        | NodeEnum::CreateTrigStmt(_)
+        | NodeEnum::RenameStmt(_)
+        | NodeEnum::CommentStmt(_)
+        | NodeEnum::DefineStmt(_)
+        | NodeEnum::CompositeTypeStmt(_)
+        | NodeEnum::CreateEnumStmt(_)
+        | NodeEnum::AlterEnumStmt(_)
+        | NodeEnum::CreateDomainStmt(_)
+        | NodeEnum::RuleStmt(_)
+        | NodeEnum::AlterObjectSchemaStmt(_)
+        | NodeEnum::RefreshMatViewStmt(_)
+        | NodeEnum::CreateStatsStmt(_) => (Ddl, false),
+        _ => (Unknown, false),
+    }
+}

@@ -1,0 +1,136 @@
+//! Classification, case by case: the class is the most privileged thing a
+//! statement can do, identity changes are flagged in every spelling, and
+//! unreadable text is an error.
+
+use policy::classify::{classify, ActionKind::*};
+
+#[test]
+fn classes_of_ordinary_statements() {
+    for (sql, want) in [
+        ("SELECT * FROM orders WHERE id = 1", Read),
+        ("select 1", Read),
+        ("INSERT INTO orders (id) VALUES (1)", Write),
+        ("UPDATE public.orders SET total = 0", Write),
+        ("DELETE FROM orders", Write),
+        (
+            "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+            Write,
+        ),
+        ("TRUNCATE orders", Write),
+        ("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", Write),
+        ("CREATE TABLE x (id int)", Ddl),
+        ("ALTER TABLE orders ADD COLUMN note text", Ddl),
+        ("DROP TABLE orders", Ddl),
+        ("CREATE INDEX ON orders (id)", Ddl),
+        ("GRANT SELECT ON orders TO bob", Privilege),
+        ("GRANT app_write TO jit_bob", Privilege),
+        ("CREATE ROLE evil SUPERUSER", Privilege),
+        ("ALTER TABLE orders OWNER TO bob", Privilege),
+        ("VACUUM orders", Admin),
+        ("ALTER SYSTEM SET work_mem = '1GB'", Admin),
+        ("CREATE EXTENSION dblink", Admin),
+        ("SET work_mem = '64MB'", Session),
+        ("SHOW work_mem", Read),
+        ("LISTEN ch", Session),
+        ("BEGIN", Transaction),
+        ("COMMIT", Transaction),
+        ("DO $$ BEGIN PERFORM 1; END $$", Call),
+        ("CALL do_things()", Call),
+        ("EXECUTE some_prepared_statement", Unknown),
+        ("", Session),
+        ("-- just a comment", Session),
+    ] {
+        let a = classify(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(a.kind, want, "{sql}");
+        assert!(!a.identity_change, "{sql}");
+    }
+}
+
+#[test]
+fn the_most_privileged_part_decides() {
+    for (sql, want) in [
+        (
+            "WITH gone AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM gone",
+            Write,
+        ),
+        ("EXPLAIN ANALYZE DELETE FROM orders", Write),
+        (
+            "EXPLAIN (ANALYZE, BUFFERS) UPDATE orders SET total = 1",
+            Write,
+        ),
+        ("EXPLAIN DELETE FROM orders", Read),
+        ("SELECT * INTO copy_of_orders FROM orders", Write),
+        ("CREATE TABLE t2 AS SELECT * FROM orders", Ddl),
+        ("COPY orders FROM STDIN", Write),
+        ("COPY orders TO STDOUT", Read),
+        ("COPY (SELECT * FROM orders) TO STDOUT", Read),
+        ("COPY orders TO '/tmp/orders.csv'", Admin),
+        ("COPY orders FROM PROGRAM 'curl evil'", Admin),
+        ("SELECT pg_read_file('/etc/passwd')", Admin),
+        (
+            "SELECT * FROM dblink('host=x', 'DELETE FROM t') AS t(x int)",
+            Admin,
+        ),
+        ("SELECT pg_catalog.pg_terminate_backend(123)", Admin),
+        ("SELECT 1; DELETE FROM orders", Write),
+        ("BEGIN; SELECT 1; COMMIT", Read),
+        ("PREPARE p AS DELETE FROM orders", Write),
+        ("DECLARE c CURSOR FOR SELECT * FROM orders", Read),
+    ] {
+        assert_eq!(classify(sql).unwrap().kind, want, "{sql}");
+    }
+}
+
+#[test]
+fn identity_changes_in_any_spelling() {
+    for sql in [
+        "SET ROLE postgres",
+        "set role postgres",
+        "SET LOCAL ROLE postgres",
+        "SET SESSION ROLE postgres",
+        "RESET ROLE",
+        "RESET ALL",
+        "SET SESSION AUTHORIZATION postgres",
+        "SET session_authorization = 'postgres'",
+        "SET \"role\" TO postgres",
+        "SELECT set_config('role', 'postgres', false)",
+        "SELECT set_config('ROLE', 'postgres', false)",
+        "SELECT pg_catalog.set_config('session_authorization', 'postgres', false)",
+        "SELECT set_config(name, 'x', false) FROM (VALUES ('role')) v(name)",
+        "SELECT 1; SET ROLE postgres",
+        "WITH x AS (SELECT set_config('role', 'postgres', true)) SELECT * FROM x",
+    ] {
+        let a = classify(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(a.identity_change, "{sql}");
+    }
+    assert!(
+        !classify("SELECT set_config('search_path', 'x', false)")
+            .unwrap()
+            .identity_change
+    );
+}
+
+#[test]
+fn objects_and_functions_as_written() {
+    let a = classify(
+        "SELECT o.id, lower(c.name) FROM sales.orders o JOIN customers c ON c.id = o.customer_id",
+    )
+    .unwrap();
+    assert_eq!(
+        a.objects.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["customers", "sales.orders"]
+    );
+    assert!(a.functions.contains("lower"));
+}
+
+#[test]
+fn unreadable_text_is_an_error() {
+    for sql in [
+        "SELEC 1",
+        "DELETE FROM",
+        "SELECT 'unterminated",
+        "SELECT 1; DELET FROM orders",
+    ] {
+        assert!(classify(sql).is_err(), "{sql}");
+    }
+}
