@@ -145,11 +145,11 @@ fn sets_identity(call: &pg_query::protobuf::FuncCall) -> bool {
     let name = call
         .funcname
         .iter()
-        .filter_map(|n| match &n.node {
+        .rev()
+        .find_map(|n| match &n.node {
             Some(NodeEnum::String(s)) => Some(s.sval.to_ascii_lowercase()),
             _ => None,
         })
-        .last()
         .unwrap_or_default();
     if name != "set_config" {
         return false;
