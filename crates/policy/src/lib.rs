@@ -19,6 +19,7 @@ pub mod clock;
 pub mod grant;
 pub mod model;
 pub mod request;
+pub mod rules;
 
 pub use clock::{Clock, Time};
 pub use grant::{Grant, GrantEnd, GrantError, GrantState};

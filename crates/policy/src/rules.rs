@@ -1,0 +1,179 @@
+//! Rules: which role an action on objects needs, or `deny`, or `approve_each`.
+//!
+//! Matching is conservative:
+//! - a rule matches when its database and one of its actions match and, if it
+//!   names objects, one of the statement's objects or functions matches one
+//!   of its patterns;
+//! - patterns are `schema.table`, `schema.*`, `table` (any schema) or `*`,
+//!   compared without regard to case;
+//! - an unqualified object may resolve to any schema on the search_path, so it
+//!   matches a pattern of every schema. Changing search_path cannot dodge a rule.
+//!
+//! Among matching rules, `deny` beats `approve_each`, which beats roles; every
+//! role a matching rule requires must be held. With no matching rule: `admin`,
+//! `call` and `unknown` are refused (they need a rule), anything else goes to
+//! the database, which still enforces the login role's own privileges.
+
+use crate::classify::{Action, ActionKind};
+use config::Config;
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Role(String),
+    Deny,
+    ApproveEach,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub database: String,
+    pub actions: BTreeSet<ActionKind>,
+    pub objects: Vec<String>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// The statement needs this role, which the user does not hold now.
+    NeedsRole(String),
+    /// This exact statement needs its own approval.
+    ApproveEach,
+    Deny(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    rules: Vec<Rule>,
+}
+
+fn kind_of(name: &str) -> Option<ActionKind> {
+    use ActionKind::*;
+    [
+        Read,
+        Write,
+        Ddl,
+        Privilege,
+        Admin,
+        Session,
+        Transaction,
+        Call,
+        Unknown,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == name)
+}
+
+/// Whether `object` (as written) may be what `pattern` names.
+pub fn object_matches(pattern: &str, object: &str) -> bool {
+    let (p, o) = (pattern.to_ascii_lowercase(), object.to_ascii_lowercase());
+    if p == "*" {
+        return true;
+    }
+    let split = |s: &str| -> (Option<String>, String) {
+        match s.rsplit_once('.') {
+            Some((schema, name)) => (Some(schema.to_string()), name.to_string()),
+            None => (None, s.to_string()),
+        }
+    };
+    let (ps, pn) = split(&p);
+    let (os, on) = split(&o);
+    let schema_ok = match (&ps, &os) {
+        (Some(a), Some(b)) => a == b,
+        // Unqualified on either side: any schema.
+        _ => true,
+    };
+    schema_ok && (pn == "*" || pn == on)
+}
+
+impl Rules {
+    /// The rules of a validated configuration (unknown action names were refused there).
+    pub fn from_config(cfg: &Config) -> Rules {
+        let rules = cfg
+            .rules
+            .iter()
+            .map(|r| Rule {
+                database: r.database.clone(),
+                actions: r.actions.iter().filter_map(|a| kind_of(a)).collect(),
+                objects: r.objects.clone(),
+                outcome: match (r.role.as_deref(), r.approve_each) {
+                    (Some("deny"), _) => Outcome::Deny,
+                    (_, true) => Outcome::ApproveEach,
+                    (Some(role), false) => Outcome::Role(role.to_string()),
+                    (None, false) => Outcome::Deny,
+                },
+            })
+            .collect();
+        Rules { rules }
+    }
+
+    pub fn new(rules: Vec<Rule>) -> Rules {
+        Rules { rules }
+    }
+
+    fn matching<'a>(
+        &'a self,
+        database: &'a str,
+        action: &'a Action,
+    ) -> impl Iterator<Item = &'a Rule> + 'a {
+        self.rules.iter().filter(move |r| {
+            r.database == database
+                && r.actions.contains(&action.kind)
+                && (r.objects.is_empty()
+                    || r.objects.iter().any(|p| {
+                        action
+                            .objects
+                            .iter()
+                            .chain(&action.functions)
+                            .any(|o| object_matches(p, o))
+                    }))
+        })
+    }
+
+    /// The verdict for `action` on `database`, for a user holding `active_roles`.
+    pub fn decide(
+        &self,
+        database: &str,
+        action: &Action,
+        active_roles: &BTreeSet<String>,
+    ) -> Verdict {
+        if action.identity_change {
+            return Verdict::Deny(
+                "the statement could change the session's identity (SET ROLE and the like)".into(),
+            );
+        }
+        let matching: Vec<&Rule> = self.matching(database, action).collect();
+        if matching.iter().any(|r| r.outcome == Outcome::Deny) {
+            return Verdict::Deny(format!(
+                "{} statements on these objects are denied by policy",
+                action.kind.as_str()
+            ));
+        }
+        if matching.iter().any(|r| r.outcome == Outcome::ApproveEach) {
+            return Verdict::ApproveEach;
+        }
+        let needed: Vec<&String> = matching
+            .iter()
+            .filter_map(|r| match &r.outcome {
+                Outcome::Role(role) => Some(role),
+                _ => None,
+            })
+            .collect();
+        if let Some(missing) = needed.iter().find(|r| !active_roles.contains(**r)) {
+            return Verdict::NeedsRole((*missing).clone());
+        }
+        if needed.is_empty()
+            && matches!(
+                action.kind,
+                ActionKind::Admin | ActionKind::Call | ActionKind::Unknown
+            )
+        {
+            return Verdict::Deny(format!(
+                "{} statements need a rule that allows them, and none does",
+                action.kind.as_str()
+            ));
+        }
+        Verdict::Allow
+    }
+}
