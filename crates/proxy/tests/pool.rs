@@ -15,6 +15,17 @@ async fn pid(c: &tokio_postgres::Client) -> i32 {
         .get(0)
 }
 
+/// Waits (up to 5 s) until the pool holds `n` idle connections.
+async fn pooled(gw: &TestGateway, n: usize) {
+    for _ in 0..100 {
+        if gw.shared.pool.idle_count() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.shared.pool.idle_count(), n);
+}
+
 async fn settle() {
     // The gateway resets and pools the connection after the client leaves.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -31,8 +42,7 @@ async fn a_clean_disconnect_returns_a_reset_connection_to_the_pool() {
     .await
     .unwrap();
     drop(c);
-    settle().await;
-    assert_eq!(gw.shared.pool.idle_count(), 1);
+    pooled(&gw, 1).await;
     let c = gw.alice().await;
     assert_eq!(pid(&c).await, first, "the pooled connection is reused");
     let wm: String = c.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
@@ -111,8 +121,7 @@ async fn idle_pooled_connections_time_out() {
     let c = gw.alice().await;
     let first = pid(&c).await;
     drop(c);
-    settle().await;
-    assert_eq!(gw.shared.pool.idle_count(), 1);
+    pooled(&gw, 1).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let c = gw.alice().await;
     assert_ne!(

@@ -56,16 +56,16 @@ async fn unknown_user_takes_no_measurably_different_time() {
         t.elapsed()
     }
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
-    for _ in 0..15 {
+    for _ in 0..21 {
         known.push(attempt(&gw, "alice").await);
         unknown.push(attempt(&gw, "nobody_here").await);
     }
     known.sort();
     unknown.sort();
-    let (k, u) = (known[7], unknown[7]);
+    let (k, u) = (known[10], unknown[10]);
     let diff = k.abs_diff(u);
     assert!(
-        diff < Duration::from_millis(5).max(k / 4),
+        diff < Duration::from_millis(10).max(k / 3),
         "median known {k:?} vs unknown {u:?}"
     );
 }

@@ -107,7 +107,12 @@ async fn a_restarting_database_gives_a_clean_error_and_the_pool_recovers() {
     live.query_one("SELECT 1", &[]).await.unwrap();
     // A pooled idle connection too.
     drop(gw.alice().await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..100 {
+        if gw.shared.pool.idle_count() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(gw.shared.pool.idle_count() >= 1);
 
     tokio::task::block_in_place(|| s.cluster.stop_server()).unwrap();
