@@ -13,6 +13,7 @@
 mod client;
 mod commands;
 mod demo;
+mod inspect;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -61,6 +62,25 @@ enum Command {
         /// HTTP API listener for the demo gateway.
         #[arg(long, default_value = "127.0.0.1:8080")]
         api_listen: String,
+    },
+    /// What a statement does, and the role and approvals it would need.
+    Explain {
+        #[arg(long, short, env = "JITGATE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        db: String,
+        sql: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every login with standing privileged access (the permanent keyholders).
+    Scan {
+        #[arg(long, short, env = "JITGATE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Policy tools.
     Policy {
@@ -165,6 +185,19 @@ fn main() -> ExitCode {
             init_logging(LogFormat::Plain);
             run(demo::run(listen, api_listen))
         }
+        Command::Explain {
+            config,
+            db,
+            sql,
+            json,
+        } => match load(&config) {
+            Ok(cfg) => run(async move { inspect::explain(&cfg, &db, &sql, json) }),
+            Err(code) => code,
+        },
+        Command::Scan { config, db, json } => match load(&config) {
+            Ok(cfg) => run(async move { inspect::scan(&cfg, &db, json).await }),
+            Err(code) => code,
+        },
         Command::Policy {
             command: PolicyCommand::Check { config },
         } => match load(&config) {
@@ -243,7 +276,12 @@ async fn client_command(
         Command::Audit {
             command: AuditCommand::Export,
         } => commands::audit_export(&c).await,
-        Command::Serve { .. } | Command::Demo { .. } | Command::Policy { .. } | Command::Login => {
+        Command::Serve { .. }
+        | Command::Demo { .. }
+        | Command::Policy { .. }
+        | Command::Explain { .. }
+        | Command::Scan { .. }
+        | Command::Login => {
             unreachable!("handled in main")
         }
     };

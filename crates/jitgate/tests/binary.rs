@@ -358,3 +358,94 @@ fn cli_request_approve_grant_and_audit_verify() {
     assert!(String::from_utf8_lossy(&o.stdout).lines().count() >= 5);
     drop(running);
 }
+
+#[test]
+fn explain_and_scan() {
+    let cluster = Cluster::shared();
+    cluster
+        .psql("postgres", "CREATE DATABASE scan_app; ")
+        .unwrap();
+    cluster
+        .psql(
+            "scan_app",
+            "CREATE TABLE orders (id int); CREATE ROLE app_write NOLOGIN; GRANT DELETE ON orders TO app_write; \
+             CREATE ROLE keyholder LOGIN; GRANT app_write TO keyholder; \
+             CREATE ROLE boss LOGIN SUPERUSER; CREATE ROLE reader LOGIN; GRANT SELECT ON orders TO reader;",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        &dir,
+        "jitgate.toml",
+        &format!(
+            "[gateway]\n[[database]]\nname = \"app\"\nadmin_url = \"{}\"\n\
+             [[group]]\nname = \"engineers\"\n[[group]]\nname = \"leads\"\n\
+             [[user]]\nname = \"alice\"\npassword = \"x\"\ngroups = [\"engineers\"]\n\
+             [[user]]\nname = \"bob\"\npassword = \"x\"\ngroups = [\"leads\"]\n\
+             [[role]]\nname = \"app_write\"\ndatabase = \"app\"\nrequesters = [\"engineers\"]\n\
+             chain = [{{ approvers = [\"leads\"], min = 1, escalate_after = \"10m\", escalate_to = [\"leads\"] }}]\n\
+             [[rule]]\ndatabase = \"app\"\nactions = [\"write\"]\nobjects = [\"public.*\"]\nrole = \"app_write\"\n",
+            cluster.url("scan_app")
+        ),
+    );
+    let explain = |sql: &str| {
+        Command::new(BIN)
+            .args(["explain", "--db", "app", sql, "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let o = explain("DELETE FROM orders WHERE id = 1");
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("action:    write") && text.contains("needs role app_write"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stage 1:   1 of [\"leads\"], escalating after 600s"),
+        "{text}"
+    );
+    let o = explain("SET ROLE postgres");
+    assert!(
+        out(&o).contains("denied") && out(&o).contains("identity"),
+        "{}",
+        out(&o)
+    );
+    let o = explain("SELEC 1");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(out(&o).contains("cannot be read"), "{}", out(&o));
+
+    let o = Command::new(BIN)
+        .args(["scan", "--db", "app", "--json", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let found: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let by = |login: &str| {
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["login"] == login)
+            .cloned()
+    };
+    assert_eq!(by("keyholder").unwrap()["managed_roles"][0], "app_write");
+    assert_eq!(by("keyholder").unwrap()["can_write"], true);
+    assert_eq!(by("boss").unwrap()["superuser"], true);
+    assert!(
+        by("reader").is_none(),
+        "a read-only login holds nothing privileged"
+    );
+    let o = Command::new(BIN)
+        .args(["scan", "--db", "app", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out(&o).contains("keyholder") && out(&o).contains("member of managed role app_write"),
+        "{}",
+        out(&o)
+    );
+}
