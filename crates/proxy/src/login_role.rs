@@ -4,8 +4,8 @@
 //! missing, given a fresh random password, and granted the database's baseline
 //! roles. The password lives only in this process's memory: every gateway start
 //! sets a new one (as a SCRAM verifier, so the plain text never reaches the
-//! server's logs). A later issue moves it, encrypted, into the state store so
-//! that several replicas can share it.
+//! server's logs). Keeping it, encrypted, in the state store would let several
+//! replicas share it; that needs key handling and is not done yet.
 //!
 //! Racing first connections: one in-process `OnceCell` per (database, user)
 //! makes them share a single provisioning, and a transaction-scoped advisory
