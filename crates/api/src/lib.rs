@@ -40,6 +40,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub metrics: metrics::Metrics,
+    pub login_attempts: auth::LoginAttempts,
     /// Random per process: decoy password checks for unknown users.
     pub decoy_salt: [u8; 16],
 }
@@ -57,6 +58,7 @@ impl AppState {
             store,
             clock,
             metrics: metrics::Metrics::default(),
+            login_attempts: auth::LoginAttempts::default(),
             decoy_salt: rand::random(),
         })
     }

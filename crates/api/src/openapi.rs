@@ -36,6 +36,7 @@ pub fn document() -> Value {
         "200",
     );
     login.as_object_mut().unwrap().remove("security");
+    login["responses"]["429"] = json!({"$ref": "#/components/responses/Error"});
     json!({
         "openapi": "3.1.0",
         "info": {"title": "jitgate API", "version": env!("CARGO_PKG_VERSION"),

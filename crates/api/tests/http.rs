@@ -503,3 +503,50 @@ async fn openapi_lists_every_route_and_every_listed_route_answers() {
     let (s, b) = api.call("GET", "/api/v1/nothing-here", None, None).await;
     assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
 }
+
+#[tokio::test]
+async fn repeated_failed_logins_are_throttled() {
+    let api = Api::start().await;
+    let attempt = |pw: &'static str| {
+        api.call(
+            "POST",
+            "/api/v1/login",
+            None,
+            Some(json!({"user": "alice", "password": pw})),
+        )
+    };
+    for _ in 0..api::auth::LoginAttempts::LIMIT {
+        assert_eq!(attempt("guess").await.0, StatusCode::UNAUTHORIZED);
+    }
+    // Throttled: even the right password is not checked now.
+    let (s, b) = attempt("alice-pw").await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
+    );
+    // Other users are not affected.
+    assert_eq!(
+        api.call(
+            "POST",
+            "/api/v1/login",
+            None,
+            Some(json!({"user": "bob", "password": "bob-pw"}))
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    api.clock.advance(Duration::seconds(61));
+    assert_eq!(attempt("alice-pw").await.0, StatusCode::OK);
+    let all = api.state.store.audit_all().await.unwrap();
+    let failed = all.iter().filter(|r| r.event.kind == "auth.failed").count();
+    let throttled = all
+        .iter()
+        .filter(|r| r.event.kind == "auth.throttled")
+        .count();
+    assert_eq!(
+        (failed, throttled),
+        (9, 1),
+        "one event per checked attempt, none while throttled"
+    );
+}
