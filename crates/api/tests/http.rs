@@ -34,6 +34,12 @@ groups = ["leads"]
 name = "carol"
 password = "carol-pw"
 groups = ["auditors"]
+[[group]]
+name = "admins"
+[[user]]
+name = "root"
+password = "root-pw"
+groups = ["admins"]
 [[role]]
 name = "app_write"
 database = "app"
@@ -549,4 +555,80 @@ async fn repeated_failed_logins_are_throttled() {
         (9, 1),
         "one event per checked attempt, none while throttled"
     );
+}
+
+#[tokio::test]
+async fn admins_see_and_revoke_everything_and_tokens_are_stored_hashed() {
+    let api = Api::start().await;
+    let alice = api.login("alice").await;
+    let bob = api.login("bob").await;
+    let root = api.login("root").await;
+    assert!(
+        api.state.store.token(&alice).await.unwrap().is_none(),
+        "the raw token is not stored"
+    );
+    assert!(api
+        .state
+        .store
+        .token(&api::auth::token_hash(&alice))
+        .await
+        .unwrap()
+        .is_some());
+    let (_, b) = api
+        .call(
+            "POST",
+            "/api/v1/requests",
+            Some(&alice),
+            Some(json!({"role": "app_write", "database": "app", "reason": "r"})),
+        )
+        .await;
+    let id = b["request"]["id"].as_i64().unwrap();
+    let (s, _) = api
+        .call("GET", &format!("/api/v1/requests/{id}"), Some(&root), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "admins see every request");
+    let (s, _) = api
+        .call(
+            "POST",
+            &format!("/api/v1/requests/{id}/approve"),
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "seeing is not approving: root is not in the chain"
+    );
+    let (_, b) = api
+        .call(
+            "POST",
+            &format!("/api/v1/requests/{id}/approve"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    let grant = b["grant"]["id"].as_i64().unwrap();
+    let (_, list) = api.call("GET", "/api/v1/grants", Some(&root), None).await;
+    assert_eq!(list["grants"].as_array().unwrap().len(), 1);
+    let (s, b) = api
+        .call(
+            "POST",
+            &format!("/api/v1/grants/{grant}/revoke"),
+            Some(&root),
+            Some(json!({"reason": "incident"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["grant"]["state"].as_str()),
+        (StatusCode::OK, Some("revoked"))
+    );
+    let (_, ev) = api
+        .call("GET", "/api/v1/audit?kind=grant.revoked", Some(&root), None)
+        .await;
+    assert_eq!(
+        ev["events"][0]["actor"], "root",
+        "admins read the audit log too"
+    );
+    assert_eq!(ev["events"][0]["detail"]["reason"], "incident");
 }

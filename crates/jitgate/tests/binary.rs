@@ -345,6 +345,60 @@ fn cli_request_approve_grant_and_audit_verify() {
     assert!(o.status.success(), "{}", out(&o));
     let o = saved(&["grants", "--json"]);
     assert!(o.status.success(), "{}", out(&o));
+    // Deny, cancel, revoke and relinquish from the command line.
+    let id2 = String::from_utf8_lossy(
+        &cli(
+            api_port,
+            &[
+                "request",
+                "app_write",
+                "--db",
+                "postgres",
+                "--reason",
+                "second",
+            ],
+            "alice",
+        )
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    let o = cli(api_port, &["deny", &id2, "--reason", "not today"], "bob");
+    assert!(out(&o).contains("request is denied"), "{}", out(&o));
+    let id3 = String::from_utf8_lossy(
+        &cli(
+            api_port,
+            &[
+                "request",
+                "app_write",
+                "--db",
+                "postgres",
+                "--reason",
+                "third",
+            ],
+            "alice",
+        )
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    let o = cli(api_port, &["cancel", &id3], "alice");
+    assert!(out(&o).contains("cancelled"), "{}", out(&o));
+    let grant_id = grants[0]["id"].to_string();
+    let o = cli(api_port, &["relinquish", &grant_id], "bob");
+    assert_eq!(o.status.code(), Some(1), "only the holder relinquishes");
+    let o = cli(api_port, &["revoke", &grant_id, "--reason", "done"], "bob");
+    assert!(out(&o).contains("revoked"), "{}", out(&o));
+    let o = cli(api_port, &["requests", "--json"], "alice");
+    let states: Vec<String> = serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states, ["cancelled", "denied", "approved"]);
+
     // One-command logins leave no live token behind; `jitgate login`'s stays.
     let conn = rusqlite::Connection::open(&db_path).unwrap();
     let live: i64 = conn

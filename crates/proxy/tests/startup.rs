@@ -292,3 +292,39 @@ async fn a_stored_scram_verifier_authenticates() {
         "28P01"
     );
 }
+
+#[tokio::test]
+async fn the_client_sees_the_servers_parameter_status_then_key_then_ready() {
+    let gw = TestGateway::start().await;
+    let mut r = Raw::connect(gw.addr).await;
+    r.send(&raw::startup_packet(
+        &[
+            ("user", "alice"),
+            ("database", "app"),
+            ("application_name", "probe"),
+        ],
+        3 << 16,
+    ))
+    .await;
+    let msgs = r.authenticate(ALICE_PW).await;
+    let params: Vec<(String, String)> = msgs
+        .iter()
+        .filter(|(t, _)| *t == b'S')
+        .map(|(_, b)| {
+            let mut parts = b
+                .split(|&c| c == 0)
+                .map(|p| String::from_utf8_lossy(p).to_string());
+            (parts.next().unwrap(), parts.next().unwrap())
+        })
+        .collect();
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let server_version = cluster().psql("app", "SHOW server_version").unwrap();
+    assert_eq!(get("server_version"), Some(server_version));
+    assert_eq!(get("application_name").as_deref(), Some("probe"));
+    assert_eq!(get("session_authorization"), Some(gw.login_role("alice")));
+    let order: String = tags(&msgs).chars().filter(|c| *c != 'S').collect();
+    assert_eq!(
+        order, "KZ",
+        "BackendKeyData, then ReadyForQuery, after the parameters"
+    );
+}

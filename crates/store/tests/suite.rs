@@ -483,3 +483,53 @@ async fn tick_ends_every_grant_not_just_the_first_thousand(kind: &str) {
         .unwrap()
         .is_empty());
 }
+
+both!(escalation_is_recorded_and_opens_the_stage);
+async fn escalation_is_recorded_and_opens_the_stage(kind: &str) {
+    let (s, _b) = open(kind).await;
+    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    users.insert("alice".into(), set(&["engineers"]));
+    users.insert("bob".into(), set(&["leads"]));
+    users.insert("erin".into(), set(&["dba"]));
+    let mut r = role("app_write", "leads", 1);
+    r.chain[0].escalate_after = Some(Duration::minutes(10));
+    r.chain[0].escalate_to = set(&["dba"]);
+    let p = Policy::new(users, vec![r]).unwrap();
+    let (req, _) = service::file(&*s, &p, "alice", "app_write", "app", "", None, None, t0())
+        .await
+        .unwrap();
+    assert!(
+        service::decide(&*s, &p, req.id, "erin", true, "", t0())
+            .await
+            .is_err(),
+        "not yet escalated"
+    );
+    let report = service::tick(&*s, &p, t0() + Duration::minutes(11))
+        .await
+        .unwrap();
+    assert_eq!(report.requests_escalated, vec![req.id]);
+    let (done, grant) = service::decide(
+        &*s,
+        &p,
+        req.id,
+        "erin",
+        true,
+        "",
+        t0() + Duration::minutes(12),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.state, RequestState::Approved);
+    assert!(grant.is_some());
+    let kinds: Vec<String> = s
+        .audit_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.kind)
+        .collect();
+    assert!(
+        kinds.contains(&"request.escalated".to_string()),
+        "{kinds:?}"
+    );
+}

@@ -87,9 +87,11 @@ impl Raw {
         r
     }
 
-    /// Runs SCRAM, then reads up to ReadyForQuery. Panics on any error.
-    pub async fn authenticate(&mut self, password: &str) {
+    /// Runs SCRAM, then reads up to ReadyForQuery; returns the messages that
+    /// followed authentication. Panics on any error.
+    pub async fn authenticate(&mut self, password: &str) -> Vec<(u8, Bytes)> {
         let mut scram = None;
+        let mut after_auth = Vec::new();
         loop {
             let (tag, body) = self.recv().await.expect("connection open during login");
             match tag {
@@ -121,8 +123,11 @@ impl Raw {
                     self.send(&out).await;
                 }
                 b'E' => panic!("login failed: {:?}", error_fields(&body)),
-                b'Z' => return,
-                _ => {}
+                b'Z' => {
+                    after_auth.push((tag, body));
+                    return after_auth;
+                }
+                _ => after_auth.push((tag, body)),
             }
         }
     }
