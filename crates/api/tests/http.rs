@@ -313,6 +313,8 @@ async fn the_approval_story() {
         .await;
     assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "grant_closed"));
 
+    let (s, h) = api.call("GET", "/healthz", None, None).await;
+    assert_eq!((s, h["status"].as_str()), (StatusCode::OK, Some("ok")));
     let metrics = api
         .http
         .get(format!("{}/metrics", api.base))
