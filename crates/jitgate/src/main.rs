@@ -41,6 +41,7 @@ struct Cli {
     /// Log in as this user for this command (else the token saved by `jitgate login`).
     #[arg(long, global = true, env = "JITGATE_USER")]
     user: Option<String>,
+    /// Password for --user (prefer JITGATE_PASSWORD: arguments show in `ps`).
     #[arg(long, global = true, env = "JITGATE_PASSWORD", hide_env_values = true)]
     password: Option<String>,
     #[command(subcommand)]
