@@ -304,15 +304,7 @@ async fn twenty_concurrent_approvers_one_outcome(kind: &str) {
     let (r, _) = service::file(&*s, &p, "alice", "any_one", "app", "", None, None, t0())
         .await
         .unwrap();
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let (s, p) = (s.clone(), p.clone());
-            tokio::spawn(async move {
-                service::decide(&*s, &p, r.id, &format!("approver{i}"), true, "", t0()).await
-            })
-        })
-        .collect();
-    let results: Vec<_> = futures_join(tasks).await;
+    let results = all_twenty_approve(&s, &p, r.id).await;
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
     let stored = s.request(r.id).await.unwrap().unwrap().value;
     assert_eq!(stored.decisions.len(), 1);
@@ -322,15 +314,7 @@ async fn twenty_concurrent_approvers_one_outcome(kind: &str) {
     let (r, _) = service::file(&*s, &p, "alice", "all_twenty", "app", "", None, None, t0())
         .await
         .unwrap();
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let (s, p) = (s.clone(), p.clone());
-            tokio::spawn(async move {
-                service::decide(&*s, &p, r.id, &format!("approver{i}"), true, "", t0()).await
-            })
-        })
-        .collect();
-    let results = futures_join(tasks).await;
+    let results = all_twenty_approve(&s, &p, r.id).await;
     assert!(
         results.iter().all(|r| r.is_ok()),
         "{:?}",
@@ -343,7 +327,20 @@ async fn twenty_concurrent_approvers_one_outcome(kind: &str) {
     assert!(store::audit::verify(&s.audit_all().await.unwrap()).ok);
 }
 
-async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+/// approver0..19 approve request `id` at the same moment, each in its own task.
+async fn all_twenty_approve(
+    s: &Arc<dyn Store>,
+    p: &Arc<Policy>,
+    id: i64,
+) -> Vec<Result<(policy::Request, Option<policy::Grant>), ServiceError>> {
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (s, p) = (s.clone(), p.clone());
+            tokio::spawn(async move {
+                service::decide(&*s, &p, id, &format!("approver{i}"), true, "", t0()).await
+            })
+        })
+        .collect();
     let mut out = Vec::new();
     for t in tasks {
         out.push(t.await.unwrap());
