@@ -2,8 +2,9 @@
 //! `pg_backend_pid()` and NOTIFY's pid) and a secret only the gateway knows; a
 //! CancelRequest carrying both is forwarded with the upstream's own secret.
 
+use crate::sessions::Session;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -11,6 +12,8 @@ use tokio::net::TcpStream;
 struct Target {
     addr: (String, u16),
     upstream_secret: i32,
+    /// Told about the cancel too: a statement the gateway holds is not upstream yet.
+    session: Option<Weak<Session>>,
 }
 
 #[derive(Default)]
@@ -43,6 +46,7 @@ impl CancelRegistry {
         pid: i32,
         upstream_secret: i32,
         addr: (String, u16),
+        session: Option<&Arc<Session>>,
     ) -> Registration {
         let mut map = self.map.lock().unwrap();
         let secret = loop {
@@ -56,6 +60,7 @@ impl CancelRegistry {
             Target {
                 addr,
                 upstream_secret,
+                session: session.map(Arc::downgrade),
             },
         );
         Registration {
@@ -72,17 +77,25 @@ impl CancelRegistry {
             tracing::debug!(pid, "cancel request with an unknown key ignored");
             return false;
         };
-        let packet = wire::startup::encode_cancel(pid, t.upstream_secret);
-        match TcpStream::connect((t.addr.0.as_str(), t.addr.1)).await {
-            Ok(mut s) => {
-                let _ = s.write_all(&packet).await;
-                let _ = s.shutdown().await;
-                true
-            }
-            Err(e) => {
-                tracing::warn!(pid, error = %e, "could not forward cancel request");
-                false
-            }
+        if let Some(session) = t.session.as_ref().and_then(Weak::upgrade) {
+            session.client_cancelled();
+        }
+        send_cancel(&t.addr, pid, t.upstream_secret).await
+    }
+}
+
+/// Sends a CancelRequest for backend `pid` to the server at `addr`.
+pub async fn send_cancel(addr: &(String, u16), pid: i32, secret: i32) -> bool {
+    let packet = wire::startup::encode_cancel(pid, secret);
+    match TcpStream::connect((addr.0.as_str(), addr.1)).await {
+        Ok(mut s) => {
+            let _ = s.write_all(&packet).await;
+            let _ = s.shutdown().await;
+            true
+        }
+        Err(e) => {
+            tracing::warn!(pid, error = %e, "could not send cancel request");
+            false
         }
     }
 }

@@ -1,8 +1,13 @@
 //! The one place every statement passes before it reaches the database.
 //!
 //! The relay calls [`StatementHook::check`] for every statement of a simple
-//! `Query`, every `Parse`, and every `FunctionCall`. Classification and policy
-//! (later issues) plug in here; the relay itself never decides.
+//! `Query`, every `Parse`, and every `FunctionCall`. The hook (the enforcer's
+//! policy hook in `jitgate serve`) decides; the relay itself never does.
+//!
+//! Most answers are immediate ([`Check::Allow`], [`Check::Refuse`]), so the hot
+//! path allocates nothing. An answer that needs I/O — filing a request, holding
+//! a statement until its request is decided — is a [`Check::Wait`]: the relay
+//! awaits it while results keep flowing to the client.
 //!
 //! A refusal does not write to the client directly: the relay swaps the refused
 //! message for one that makes the *server* fail at the same point, so the error
@@ -10,16 +15,11 @@
 //! in a pipeline everything up to `Sync` is skipped by the server itself (see
 //! `relay.rs`).
 
+use crate::sessions::Session;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use wire::backend::ErrorFields;
-
-/// Who is asking, as the hook sees it.
-#[derive(Debug, Clone)]
-pub struct SessionInfo {
-    pub id: u64,
-    pub user: String,
-    pub database: String,
-    pub login_role: String,
-}
 
 /// One statement, or one fast-path function call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,15 @@ pub enum Statement<'a> {
     FunctionCall(u32),
 }
 
+impl Statement<'_> {
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Statement::Simple(t) | Statement::Parse(t) => Some(t),
+            Statement::FunctionCall(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Allow,
@@ -39,8 +48,27 @@ pub enum Verdict {
     Refuse(ErrorFields),
 }
 
+pub type VerdictFuture = Pin<Box<dyn Future<Output = Verdict> + Send + 'static>>;
+
+/// The hook's answer.
+pub enum Check {
+    Allow,
+    Refuse(ErrorFields),
+    /// Decided later (I/O, or a statement held until its request is decided).
+    Wait(VerdictFuture),
+}
+
+impl From<Verdict> for Check {
+    fn from(v: Verdict) -> Check {
+        match v {
+            Verdict::Allow => Check::Allow,
+            Verdict::Refuse(e) => Check::Refuse(e),
+        }
+    }
+}
+
 pub trait StatementHook: Send + Sync + 'static {
-    fn check(&self, session: &SessionInfo, statement: Statement<'_>) -> Verdict;
+    fn check(&self, session: &Arc<Session>, statement: Statement<'_>) -> Check;
 }
 
 /// The hook of the bare gateway: everything goes to the database, which still
@@ -48,7 +76,7 @@ pub trait StatementHook: Send + Sync + 'static {
 pub struct AllowAll;
 
 impl StatementHook for AllowAll {
-    fn check(&self, _: &SessionInfo, _: Statement<'_>) -> Verdict {
-        Verdict::Allow
+    fn check(&self, _: &Arc<Session>, _: Statement<'_>) -> Check {
+        Check::Allow
     }
 }

@@ -30,13 +30,15 @@ pub mod pool;
 pub mod relay;
 pub mod scram;
 pub mod session;
+pub mod sessions;
 pub mod split;
 pub mod startup;
 pub mod stream;
 pub mod tls;
 pub mod upstream;
 
-pub use hook::{AllowAll, SessionInfo, Statement, StatementHook, Verdict};
+pub use hook::{AllowAll, Check, Statement, StatementHook, Verdict, VerdictFuture};
+pub use sessions::{Notes, Session, Sessions};
 
 use cancel::CancelRegistry;
 use config::Config;
@@ -89,6 +91,8 @@ pub struct Shared {
     pub login_roles: LoginRoles,
     pub pool: Pool,
     pub cancels: Arc<CancelRegistry>,
+    /// Live sessions, for the enforcer (notices, cancels, poisoning).
+    pub sessions: Arc<Sessions>,
     pub hook: Arc<dyn StatementHook>,
     pub limits: Limits,
     /// Random per process: decoy SCRAM salts for unknown users.
@@ -160,6 +164,7 @@ impl Gateway {
             login_roles: LoginRoles::new(&g.login_role_prefix),
             pool: Pool::new(g.pool_max_idle, g.pool_idle_timeout),
             cancels: Arc::new(CancelRegistry::default()),
+            sessions: Arc::new(Sessions::default()),
             hook,
             limits: Limits {
                 max_query_bytes: g.max_query_bytes,

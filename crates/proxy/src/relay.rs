@@ -27,12 +27,13 @@
 //! client side swaps that error for the hook's error on its way out. No
 //! statement text the hook refused ever reaches the server.
 
-use crate::hook::{SessionInfo, Statement, StatementHook, Verdict};
+use crate::hook::{Check, Statement, StatementHook, Verdict};
+use crate::sessions::{Session, SessionIo};
 use crate::split;
 use crate::stream::{ReadHalf, Stream, WriteHalf};
 use bytes::{Buf, BytesMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -74,6 +75,8 @@ pub enum Ending {
     ServerIo(std::io::Error),
     /// The gateway is shutting down and the session's grace time is over.
     Shutdown,
+    /// The enforcer ended the session (a grant ended with `on_expiry = terminate`).
+    Terminated(ErrorFields),
 }
 
 /// State shared by the two directions (same task; atomics only to stay `Send`).
@@ -96,7 +99,7 @@ struct Refusal {
 }
 
 pub struct Relay<'a> {
-    pub session: &'a SessionInfo,
+    pub session: &'a Arc<Session>,
     pub hook: &'a dyn StatementHook,
     pub limits: &'a Limits,
 }
@@ -110,6 +113,7 @@ impl Relay<'_> {
         &self,
         client: &mut Stream,
         server: &mut Stream,
+        io: SessionIo,
         stop: &CancellationToken,
     ) -> Ending {
         let progress = Progress {
@@ -124,8 +128,13 @@ impl Relay<'_> {
                 Ok(()) => Ending::ClientLeft { reusable: false },
                 Err(e) => e,
             },
-            r = self.backend(sr, cw, &progress) => r,
+            r = self.backend(sr, cw, io, &progress) => r,
             _ = stop.cancelled() => Ending::Shutdown,
+            _ = self.session.killed().cancelled() => Ending::Terminated(
+                self.session.ending_error().unwrap_or_else(|| {
+                    ErrorFields::fatal("57P01", "terminating connection: ended by jitgate")
+                }),
+            ),
         };
         match ending {
             Ending::ClientLeft { .. } => Ending::ClientLeft {
@@ -149,23 +158,41 @@ impl Relay<'_> {
         marker
     }
 
+    /// Asks the hook about one statement, awaiting a deferred answer. Before
+    /// the first wait, `pending` (what precedes this message) is sent, so
+    /// earlier statements of a pipeline run while this one is held.
+    async fn ask(&self, statement: Statement<'_>, pending: &mut Pending<'_, '_>) -> Verdict {
+        if let Some(err) = self.session.poison_error() {
+            if !statement.text().is_some_and(is_plain_rollback) {
+                return Verdict::Refuse(err);
+            }
+        }
+        match self.hook.check(self.session, statement) {
+            Check::Allow => Verdict::Allow,
+            Check::Refuse(e) => Verdict::Refuse(e),
+            Check::Wait(f) => {
+                pending.flush().await;
+                f.await
+            }
+        }
+    }
+
     /// Checks one inspected message; returns its replacement if refused.
-    fn inspect(
+    async fn inspect(
         &self,
         tag: u8,
         body: &[u8],
         p: &Progress,
         syncs: u64,
         skipping: &mut bool,
+        pending: &mut Pending<'_, '_>,
     ) -> Result<Option<BytesMut>, ErrorFields> {
         let mut out = BytesMut::new();
         match tag {
             tag::QUERY => {
                 let text = frontend::query_text(body).map_err(violation)?;
                 for (offset, stmt) in split::statements(text) {
-                    if let Verdict::Refuse(err) =
-                        self.hook.check(self.session, Statement::Simple(stmt))
-                    {
+                    if let Verdict::Refuse(err) = self.ask(Statement::Simple(stmt), pending).await {
                         let marker = self.refusal(p, err, syncs);
                         let sql = format!("{}EXECUTE {marker}", &text[..offset]);
                         frontend::write_query(&mut out, &sql);
@@ -175,19 +202,14 @@ impl Relay<'_> {
             }
             tag::PARSE => {
                 let parse = frontend::parse(body).map_err(violation)?;
-                if let Verdict::Refuse(err) =
-                    self.hook.check(self.session, Statement::Parse(parse.query))
+                if let Verdict::Refuse(err) = self.ask(Statement::Parse(parse.query), pending).await
                 {
-                    let marker = self.refusal(p, err, syncs + 1);
-                    frontend::write_describe_statement(&mut out, &marker);
-                    *skipping = true;
-                    return Ok(Some(out));
+                    return Ok(Some(self.refuse_extended(p, err, syncs, skipping)));
                 }
             }
             _ => {
                 let oid = frontend::function_call_oid(body).map_err(violation)?;
-                if let Verdict::Refuse(err) =
-                    self.hook.check(self.session, Statement::FunctionCall(oid))
+                if let Verdict::Refuse(err) = self.ask(Statement::FunctionCall(oid), pending).await
                 {
                     let marker = self.refusal(p, err, syncs);
                     frontend::write_query(&mut out, &format!("EXECUTE {marker}"));
@@ -196,6 +218,22 @@ impl Relay<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// The replacement of a refused extended-protocol message: a Describe the
+    /// server fails on, after which it (and we) skip to Sync.
+    fn refuse_extended(
+        &self,
+        p: &Progress,
+        err: ErrorFields,
+        syncs: u64,
+        skipping: &mut bool,
+    ) -> BytesMut {
+        let mut out = BytesMut::new();
+        let marker = self.refusal(p, err, syncs + 1);
+        frontend::write_describe_statement(&mut out, &marker);
+        *skipping = true;
+        out
     }
 
     /// Client → server. `Ok(())` when the client left (Terminate or EOF).
@@ -270,6 +308,17 @@ impl Relay<'_> {
                         format!("invalid frontend message type {:?}", h.tag as char),
                     )));
                 }
+                if !skipping && (h.tag == tag::BIND || h.tag == tag::EXECUTE) {
+                    // While the transaction is poisoned, a statement prepared
+                    // earlier must not commit it either: refuse, skip to Sync.
+                    if let Some(err) = self.session.poison_error() {
+                        out.extend_from_slice(&buf[start..pos]);
+                        let r = self.refuse_extended(p, err, syncs, &mut skipping);
+                        out.extend_from_slice(&r);
+                        start = pos;
+                        rewritten = true;
+                    }
+                }
                 if skipping && h.tag != tag::SYNC && h.tag != tag::TERMINATE {
                     // The server ignores everything up to Sync after an error;
                     // drop it here, so nothing the hook has not seen is sent.
@@ -300,13 +349,33 @@ impl Relay<'_> {
                             buf.reserve(end - buf.len());
                             break;
                         }
+                        let syncs_before = syncs;
                         if h.tag != tag::PARSE {
                             syncs += 1;
                         }
                         let body = &buf[pos + Header::SIZE..end];
+                        let mut pending = Pending {
+                            server: &mut server,
+                            out: &mut out,
+                            before: &buf[start..pos],
+                            progress: p,
+                            session: self.session,
+                            syncs_before,
+                            flushed: false,
+                            error: None,
+                        };
                         let replacement = self
-                            .inspect(h.tag, body, p, syncs, &mut skipping)
+                            .inspect(h.tag, body, p, syncs, &mut skipping, &mut pending)
+                            .await
                             .map_err(Ending::ClientViolation)?;
+                        let (flushed, error) = (pending.flushed, pending.error.take());
+                        if let Some(e) = error {
+                            return Err(Ending::ServerIo(e));
+                        }
+                        if flushed {
+                            start = pos;
+                            rewritten = true;
+                        }
                         if let Some(r) = replacement {
                             out.extend_from_slice(&buf[start..pos]);
                             out.extend_from_slice(&r);
@@ -337,6 +406,9 @@ impl Relay<'_> {
                 }
             }
             p.sync_points_sent.store(syncs, Relaxed);
+            if syncs > p.ready_seen.load(Relaxed) {
+                self.session.set_busy();
+            }
             let write = if rewritten {
                 out.extend_from_slice(&buf[start..pos]);
                 let r = server.write_all(&out).await;
@@ -359,16 +431,36 @@ impl Relay<'_> {
         &self,
         mut server: ReadHalf<'_>,
         mut client: WriteHalf<'_>,
+        mut io: SessionIo,
         p: &Progress,
     ) -> Ending {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut out = BytesMut::new();
         let mut passthrough = 0usize;
+        let mut notices_open = true;
         loop {
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK);
             }
-            match server.read_buf(&mut buf).await {
+            // Notices from the gateway go out only between whole server
+            // messages; read_buf is cancel-safe, so losing the race loses nothing.
+            let at_boundary = buf.is_empty() && passthrough == 0;
+            let read = tokio::select! {
+                biased;
+                r = server.read_buf(&mut buf) => r,
+                n = io.notices.recv(), if at_boundary && notices_open => {
+                    match n {
+                        Some(notice) => {
+                            if let Err(e) = client.write_all(&notice).await {
+                                return Ending::ClientIo(e);
+                            }
+                        }
+                        None => notices_open = false,
+                    }
+                    continue;
+                }
+            };
+            match read {
                 Ok(0) => {
                     return Ending::ServerClosed {
                         said_fatal: p.server_fatal.load(Relaxed),
@@ -443,6 +535,8 @@ impl Relay<'_> {
     fn ready(&self, p: &Progress, status: u8) {
         let seen = p.ready_seen.fetch_add(1, Relaxed) + 1;
         p.last_status.store(status, Relaxed);
+        self.session
+            .ready(status, p.sync_points_sent.load(Relaxed) > seen);
         if p.has_refusals.load(Relaxed) {
             let mut list = p.refusals.lock().unwrap();
             list.retain(|r| r.until > seen);
@@ -468,4 +562,53 @@ impl Relay<'_> {
         p.has_refusals.store(!list.is_empty(), Relaxed);
         Some(refusal.error)
     }
+}
+
+/// Bytes of the current read that precede the message being inspected; sent
+/// before the hook's answer is awaited (see [`Relay::ask`]).
+struct Pending<'w, 'b> {
+    server: &'w mut WriteHalf<'b>,
+    out: &'w mut BytesMut,
+    before: &'w [u8],
+    progress: &'w Progress,
+    session: &'w Session,
+    syncs_before: u64,
+    flushed: bool,
+    error: Option<std::io::Error>,
+}
+
+impl Pending<'_, '_> {
+    async fn flush(&mut self) {
+        if self.flushed {
+            return;
+        }
+        self.flushed = true;
+        self.progress
+            .sync_points_sent
+            .store(self.syncs_before, Relaxed);
+        if self.syncs_before > self.progress.ready_seen.load(Relaxed) {
+            self.session.set_busy();
+        }
+        self.out.extend_from_slice(self.before);
+        if let Err(e) = self.server.write_all(self.out).await {
+            self.error = Some(e);
+        }
+        self.out.clear();
+    }
+}
+
+/// `ROLLBACK` or `ABORT` (optionally `WORK`/`TRANSACTION`, a `;`), and nothing
+/// else: the one statement a poisoned transaction may still run.
+pub fn is_plain_rollback(text: &str) -> bool {
+    let words: Vec<String> = text
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    matches!(
+        words.as_slice(),
+        ["rollback" | "abort"] | ["rollback" | "abort", "work" | "transaction"]
+    )
 }

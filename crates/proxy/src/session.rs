@@ -2,10 +2,10 @@
 //! upstream connection (pooled), relay, and return of the connection to the pool.
 
 use crate::auth;
-use crate::hook::SessionInfo;
 use crate::login_role::ProvisionError;
 use crate::pool::PoolKey;
 use crate::relay::{Ending, Relay};
+use crate::sessions::{Session, SessionParts};
 use crate::startup::{self, Opening, StartupError};
 use crate::stream::Stream;
 use crate::upstream::{ServerConn, UpstreamError};
@@ -19,6 +19,14 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn, Instrument};
 use wire::backend::{self, ErrorFields};
+
+/// Who a session is, once authenticated.
+pub struct SessionInfo {
+    pub id: u64,
+    pub user: String,
+    pub database: String,
+    pub login_role: String,
+}
 
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
@@ -175,11 +183,20 @@ async fn relay(
     mut conn: ServerConn,
     shared: &Shared,
 ) {
-    let registration = shared.cancels.register(
-        conn.pid,
-        conn.secret,
-        shared.databases[&info.database].target_addr(),
-    );
+    let addr = shared.databases[&info.database].target_addr();
+    let (session, io) = Session::new(SessionParts {
+        id: info.id,
+        user: info.user.clone(),
+        database: info.database.clone(),
+        login_role: info.login_role.clone(),
+        backend_pid: conn.pid,
+        upstream_secret: conn.secret,
+        upstream_addr: addr.clone(),
+    });
+    let _listed = shared.sessions.register(session.clone());
+    let registration = shared
+        .cancels
+        .register(conn.pid, conn.secret, addr, Some(&session));
     let mut hello = BytesMut::with_capacity(conn.parameter_status.len() + 32);
     hello.extend_from_slice(&conn.parameter_status);
     backend::backend_key_data(&mut hello, conn.pid, registration.secret());
@@ -189,12 +206,12 @@ async fn relay(
     }
     info!(user = %info.user, database = %info.database, login_role = %info.login_role, "session started");
     let relay = Relay {
-        session: &info,
+        session: &session,
         hook: shared.hook.as_ref(),
         limits: &shared.limits,
     };
     let ending = relay
-        .run(&mut client, &mut conn.stream, &shared.closing)
+        .run(&mut client, &mut conn.stream, io, &shared.closing)
         .await;
     drop(registration);
     match ending {
@@ -224,6 +241,11 @@ async fn relay(
             say_fatal(&mut client, &e).await;
         }
         Ending::ClientIo(e) => debug!(error = %e, "client connection failed"),
+        Ending::Terminated(e) => {
+            info!(error = %e.message, "session ended by jitgate");
+            conn.close().await;
+            say_fatal(&mut client, &e).await;
+        }
         Ending::Shutdown => {
             let e = ErrorFields::fatal("57P01", "terminating connection: jitgate is shutting down");
             say_fatal(&mut client, &e).await;

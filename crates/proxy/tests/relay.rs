@@ -209,6 +209,43 @@ async fn refused_parse_in_a_pipeline_skips_to_sync_like_postgres() {
     assert_eq!(error_fields(&got[0].1).0, "26000");
 }
 
+/// A deferred verdict (the hook awaits I/O, or holds the statement): what came
+/// before it in the pipeline runs first, results stay in order, and a later
+/// refusal still skips to Sync.
+#[tokio::test]
+async fn deferred_verdicts_keep_pipeline_order() {
+    let gw = refusing_gateway().await;
+    let mut r = Raw::login(gw.addr, "alice", ALICE_PW).await;
+    let mut batch = Vec::new();
+    batch.extend(raw::parse("", "SELECT 1"));
+    batch.extend(raw::bind("", ""));
+    batch.extend(raw::execute(""));
+    batch.extend(raw::parse("", "SELECT 'slow_ok'"));
+    batch.extend(raw::bind("", ""));
+    batch.extend(raw::execute(""));
+    batch.extend(raw::sync());
+    batch.extend(raw::parse("", "SELECT 'slow_no'"));
+    batch.extend(raw::bind("", ""));
+    batch.extend(raw::execute(""));
+    batch.extend(raw::parse("", "SELECT 3")); // skipped
+    batch.extend(raw::bind("", ""));
+    batch.extend(raw::execute(""));
+    batch.extend(raw::sync());
+    batch.extend(raw::query("SELECT 4; SELECT 'slow_ok'"));
+    r.send(&batch).await;
+    let first = r.until_ready().await;
+    assert_eq!(tags(&first), "12DC12DCZ");
+    assert_eq!(&first[6].1[6..], b"slow_ok");
+    let second = r.until_ready().await;
+    assert_eq!(tags(&second), "EZ");
+    assert_eq!(
+        error_fields(&second[0].1).1,
+        "refused later by the test policy"
+    );
+    let third = r.until_ready().await;
+    assert_eq!(tags(&third), "TDCTDCZ");
+}
+
 #[tokio::test]
 async fn refused_prepare_through_a_driver() {
     let gw = refusing_gateway().await;

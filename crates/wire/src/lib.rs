@@ -34,6 +34,8 @@ pub mod tag {
     pub const TERMINATE: u8 = b'X';
     pub const PASSWORD: u8 = b'p';
     pub const DESCRIBE: u8 = b'D';
+    pub const BIND: u8 = b'B';
+    pub const EXECUTE: u8 = b'E';
     // Backend (server → client).
     pub const AUTHENTICATION: u8 = b'R';
     pub const BACKEND_KEY_DATA: u8 = b'K';

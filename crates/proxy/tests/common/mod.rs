@@ -6,7 +6,7 @@ pub mod raw;
 
 use config::Config;
 use pgcluster::Cluster;
-use proxy::{Gateway, SessionInfo, Statement, StatementHook, Verdict};
+use proxy::{Check, Gateway, Session, Statement, StatementHook, Verdict};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -169,24 +169,39 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
 }
 
 /// A statement hook for tests: refuses any statement that mentions `forbidden`,
-/// and FunctionCalls of one function.
+/// and FunctionCalls of one function. Statements mentioning `slow_` are decided
+/// after 100 ms (`slow_no` refused, others allowed), like a held statement.
 pub struct RefuseForbidden {
     pub refused_function: u32,
 }
 
 impl StatementHook for RefuseForbidden {
-    fn check(&self, _: &SessionInfo, statement: Statement<'_>) -> Verdict {
+    fn check(&self, _: &Arc<Session>, statement: Statement<'_>) -> Check {
+        if let Some(text) = statement.text().filter(|t| t.contains("slow_")) {
+            let refuse = text.contains("slow_no");
+            return Check::Wait(Box::pin(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if refuse {
+                    Verdict::Refuse(ErrorFields::error(
+                        "42501",
+                        "refused later by the test policy",
+                    ))
+                } else {
+                    Verdict::Allow
+                }
+            }));
+        }
         let refuse = match statement {
             Statement::Simple(s) | Statement::Parse(s) => s.to_lowercase().contains("forbidden"),
             Statement::FunctionCall(oid) => oid == self.refused_function,
         };
         if refuse {
-            Verdict::Refuse(
+            Check::Refuse(
                 ErrorFields::error("42501", "refused by the test policy")
                     .with_hint("do not do that"),
             )
         } else {
-            Verdict::Allow
+            Check::Allow
         }
     }
 }

@@ -1,0 +1,264 @@
+//! Live sessions, as the rest of jitgate sees them.
+//!
+//! Each client connection has one [`Session`]: who it is, its upstream backend,
+//! and the handles through which the statement hook and the enforcer act on it
+//! while it runs — a notice queue toward the client, the cancel of its running
+//! statement, poisoning of its open transaction, and ending it. [`Sessions`]
+//! finds them by user and database (a grant that ends must reach every session
+//! of its holder).
+//!
+//! The relay is the only writer toward the client and the server; these handles
+//! only queue work for it (notices are written at the next message boundary),
+//! so nothing here can interleave bytes into the middle of a message.
+
+use bytes::BytesMut;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use wire::backend::ErrorFields;
+
+/// What the statement hook remembers about a session between statements.
+#[derive(Debug, Default, Clone)]
+pub struct Notes {
+    /// From `SET jitgate.reason = '...'`: the reason of requests this session files.
+    pub reason: Option<String>,
+    /// Roles whose grants let statements of the open transaction through
+    /// (cleared when the session is idle outside a transaction).
+    pub roles_in_transaction: BTreeSet<String>,
+    /// Roles whose grants let any statement of this session through.
+    pub roles_used: BTreeSet<String>,
+}
+
+/// One client connection through the gateway.
+pub struct Session {
+    pub id: u64,
+    pub user: String,
+    pub database: String,
+    pub login_role: String,
+    /// The upstream backend's pid (what the client sees too).
+    pub backend_pid: i32,
+    upstream_secret: i32,
+    upstream_addr: (String, u16),
+    notices: mpsc::UnboundedSender<BytesMut>,
+    pub notes: Mutex<Notes>,
+    /// Set while the open transaction must not commit; see [`Session::poison`].
+    poison: Mutex<Option<ErrorFields>>,
+    poisoned: AtomicBool,
+    /// Last ReadyForQuery status (`I`, `T` or `E`).
+    tx_status: AtomicU8,
+    /// Whether the server is working on something the client sent.
+    busy: AtomicBool,
+    /// Client cancel requests seen (held statements watch it).
+    cancels: AtomicU64,
+    cancelled: Notify,
+    /// Cancelled to end the session (with `ending`'s error).
+    kill: CancellationToken,
+    ending: Mutex<Option<ErrorFields>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .field("backend_pid", &self.backend_pid)
+            .finish()
+    }
+}
+
+/// The receiving ends the relay owns.
+pub struct SessionIo {
+    pub notices: mpsc::UnboundedReceiver<BytesMut>,
+}
+
+pub struct SessionParts {
+    pub id: u64,
+    pub user: String,
+    pub database: String,
+    pub login_role: String,
+    pub backend_pid: i32,
+    pub upstream_secret: i32,
+    pub upstream_addr: (String, u16),
+}
+
+impl Session {
+    pub fn new(p: SessionParts) -> (Arc<Session>, SessionIo) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let s = Session {
+            id: p.id,
+            user: p.user,
+            database: p.database,
+            login_role: p.login_role,
+            backend_pid: p.backend_pid,
+            upstream_secret: p.upstream_secret,
+            upstream_addr: p.upstream_addr,
+            notices: tx,
+            notes: Mutex::new(Notes::default()),
+            poison: Mutex::new(None),
+            poisoned: AtomicBool::new(false),
+            tx_status: AtomicU8::new(b'I'),
+            busy: AtomicBool::new(false),
+            cancels: AtomicU64::new(0),
+            cancelled: Notify::new(),
+            kill: CancellationToken::new(),
+            ending: Mutex::new(None),
+        };
+        (Arc::new(s), SessionIo { notices: rx })
+    }
+
+    /// Queues a NoticeResponse (give it severity WARNING or NOTICE) for the
+    /// client; it is written at the next message boundary.
+    pub fn notice(&self, notice: &ErrorFields) {
+        let _ = self.notices.send(notice.to_bytes());
+    }
+
+    /// Asks the upstream backend to cancel what it is running (as a client
+    /// CancelRequest would). Returns whether the request was sent.
+    pub async fn cancel_statement(&self) -> bool {
+        crate::cancel::send_cancel(&self.upstream_addr, self.backend_pid, self.upstream_secret)
+            .await
+    }
+
+    /// Ends the session: the client gets `error` (FATAL) and the upstream
+    /// connection is closed, never pooled, so an open transaction rolls back.
+    pub fn terminate(&self, error: ErrorFields) {
+        *self.ending.lock().unwrap() = Some(error);
+        self.kill.cancel();
+    }
+
+    pub fn killed(&self) -> &CancellationToken {
+        &self.kill
+    }
+
+    pub fn ending_error(&self) -> Option<ErrorFields> {
+        self.ending.lock().unwrap().clone()
+    }
+
+    /// Refuses every statement of the open transaction except a plain ROLLBACK,
+    /// so it can only roll back (whole: savepoints cannot keep part of it).
+    /// Lifted when the session is next idle outside a transaction. Idle
+    /// sessions outside a transaction are not poisoned (nothing to roll back).
+    pub fn poison(&self, error: ErrorFields) -> bool {
+        if self.tx_status.load(Relaxed) == b'I' && !self.busy.load(Relaxed) {
+            return false;
+        }
+        *self.poison.lock().unwrap() = Some(error);
+        self.poisoned.store(true, Relaxed);
+        true
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Relaxed)
+    }
+
+    pub fn poison_error(&self) -> Option<ErrorFields> {
+        if !self.is_poisoned() {
+            return None;
+        }
+        self.poison.lock().unwrap().clone()
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.tx_status.load(Relaxed) != b'I'
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Relaxed)
+    }
+
+    /// The relay reports each ReadyForQuery here.
+    pub(crate) fn ready(&self, status: u8, busy: bool) {
+        self.tx_status.store(status, Relaxed);
+        self.busy.store(busy, Relaxed);
+        if status == b'I' && !busy {
+            if self.poisoned.swap(false, Relaxed) {
+                *self.poison.lock().unwrap() = None;
+            }
+            let mut notes = self.notes.lock().unwrap();
+            if !notes.roles_in_transaction.is_empty() {
+                notes.roles_in_transaction.clear();
+            }
+        }
+    }
+
+    pub(crate) fn set_busy(&self) {
+        self.busy.store(true, Relaxed);
+    }
+
+    /// A client CancelRequest arrived for this session.
+    pub(crate) fn client_cancelled(&self) {
+        self.cancels.fetch_add(1, Relaxed);
+        self.cancelled.notify_waiters();
+    }
+
+    /// Completes when the client sends a CancelRequest after this call.
+    pub fn cancel_requested(&self) -> impl std::future::Future<Output = ()> + '_ {
+        let seen = self.cancels.load(Relaxed);
+        async move {
+            loop {
+                let notified = self.cancelled.notified();
+                if self.cancels.load(Relaxed) != seen {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+}
+
+/// Every live session, by id.
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<u64, Arc<Session>>>,
+}
+
+/// Removes the session from [`Sessions`] when dropped.
+pub struct Registered<'a> {
+    sessions: &'a Sessions,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.sessions.map.lock().unwrap().remove(&self.id);
+    }
+}
+
+impl Sessions {
+    pub fn register(&self, s: Arc<Session>) -> Registered<'_> {
+        let id = s.id;
+        self.map.lock().unwrap().insert(id, s);
+        Registered { sessions: self, id }
+    }
+
+    /// The live sessions of `user` on `database`.
+    pub fn of(&self, user: &str, database: &str) -> Vec<Arc<Session>> {
+        self.map
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| s.user == user && s.database == database)
+            .cloned()
+            .collect()
+    }
+
+    pub fn by_backend_pid(&self, pid: i32) -> Option<Arc<Session>> {
+        self.map
+            .lock()
+            .unwrap()
+            .values()
+            .find(|s| s.backend_pid == pid)
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
