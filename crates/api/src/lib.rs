@@ -43,6 +43,9 @@ pub struct AppState {
     pub login_attempts: auth::LoginAttempts,
     /// Random per process: decoy password checks for unknown users.
     pub decoy_salt: [u8; 16],
+    /// Notified after every change made through the API or the lifecycle
+    /// tick (the enforcer listens, so an approval reaches the gateway at once).
+    pub changed: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -60,6 +63,7 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             login_attempts: auth::LoginAttempts::default(),
             decoy_salt: rand::random(),
+            changed: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -74,8 +78,26 @@ impl AppState {
 
 pub fn router(state: Arc<AppState>) -> Router {
     routes::router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            notify_changes,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// Every request that may change state pokes [`AppState::changed`] once answered.
+async fn notify_changes(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mutating = request.method() != axum::http::Method::GET;
+    let response = next.run(request).await;
+    if mutating && response.status().is_success() {
+        state.changed.notify_one();
+    }
+    response
 }
 
 /// Serves the API on `listener` until `stop`, ticking request and grant
@@ -94,7 +116,8 @@ pub async fn serve(
                 let now = state.clock.now();
                 match store::service::tick(&*state.store, &state.policy, now).await {
                     Ok(report) if report != Default::default() => {
-                        tracing::info!(?report, "lifecycle tick")
+                        tracing::info!(?report, "lifecycle tick");
+                        state.changed.notify_one();
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "lifecycle tick failed"),

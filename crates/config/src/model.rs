@@ -53,6 +53,20 @@ pub struct Gateway {
     pub hold_timeout: Duration,
     #[serde(default)]
     pub on_expiry: OnExpiry,
+    /// Sessions using a grant get a warning this long before it ends.
+    #[serde(default = "d_1m", deserialize_with = "duration")]
+    pub expiry_warning: Duration,
+    /// An approved statement (approve_each) must run within this time.
+    #[serde(default = "d_5m", deserialize_with = "duration")]
+    pub statement_window: Duration,
+    /// How often role memberships in the databases are checked against grants.
+    #[serde(default = "d_5s", deserialize_with = "duration")]
+    pub reconcile_interval: Duration,
+    /// Replace literals by `$n` in statement texts written to the audit log.
+    #[serde(default)]
+    pub redact_literals: bool,
+    /// Base URL for links in messages (default `http://<api_listen>`).
+    pub public_url: Option<String>,
     /// PEM certificate chain and key for client TLS. Both or neither.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -93,6 +107,16 @@ pub struct Gateway {
     /// 0: one per core, for a dedicated gateway host with many clients.
     #[serde(default = "one_usize")]
     pub worker_threads: usize,
+}
+
+impl Gateway {
+    /// Base URL for links in messages and notifications.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.api_listen),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -333,6 +357,12 @@ fn one() -> u32 {
 }
 fn one_usize() -> usize {
     1
+}
+fn d_1m() -> Duration {
+    Duration::from_secs(60)
+}
+fn d_5s() -> Duration {
+    Duration::from_secs(5)
 }
 fn d_10s() -> Duration {
     Duration::from_secs(10)

@@ -306,6 +306,24 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
                     "a rule needs role = \"<role>\" or \"deny\", or approve_each = true".into(),
                 ))
             }
+            (None, true) => {
+                return Err(c.err(
+                    "rule",
+                    Some(i),
+                    "role",
+                    "approve_each needs role = \"<role>\": that role's requesters and chain \
+                     approve each statement, which then runs under it"
+                        .into(),
+                ))
+            }
+            (Some(role), true) if role == "deny" => {
+                return Err(c.err(
+                    "rule",
+                    Some(i),
+                    "approve_each",
+                    "a rule cannot both deny and approve each statement".into(),
+                ))
+            }
             _ => {}
         }
     }

@@ -41,7 +41,9 @@ pub fn explain(cfg: &Config, db: &str, sql: &str, as_json: bool) -> anyhow::Resu
             "allowed (the database still checks the login role's own privileges)".to_string()
         }
         Verdict::NeedsRole(r) => format!("needs role {r} (an approved grant)"),
-        Verdict::ApproveEach => "needs its own approval (approve_each)".to_string(),
+        Verdict::ApproveEach(role) => {
+            format!("needs its own approval (approve_each, by the chain of {role})")
+        }
         Verdict::Deny(why) => format!("denied: {why}"),
     };
     if as_json {

@@ -62,6 +62,62 @@ pub struct Action {
     pub functions: BTreeSet<String>,
     /// Could change who the session is: always refused.
     pub identity_change: bool,
+    /// `DECLARE ... WITH HOLD`: its rows outlive the transaction (and a grant).
+    pub holdable_cursor: bool,
+    /// `SET jitgate.reason = '...'`: the reason for requests this session files.
+    pub sets_reason: Option<String>,
+}
+
+impl Action {
+    fn empty(kind: ActionKind) -> Action {
+        Action {
+            kind,
+            objects: BTreeSet::new(),
+            functions: BTreeSet::new(),
+            identity_change: false,
+            holdable_cursor: false,
+            sets_reason: None,
+        }
+    }
+
+    /// A fast-path `FunctionCall` of the function named `name` (`None`: not
+    /// a built-in function, or unknown): admin functions are `admin`, other
+    /// built-ins `read`, anything else a `call` that needs a rule.
+    pub fn function_call(name: Option<&str>) -> Action {
+        let mut a = Action::empty(ActionKind::Call);
+        if let Some(name) = name {
+            a.kind = if is_admin_function(name) {
+                ActionKind::Admin
+            } else {
+                ActionKind::Read
+            };
+            a.functions.insert(name.to_string());
+        }
+        a
+    }
+
+    /// Whether a function is called that `is_builtin` does not know.
+    pub fn calls_user_function(&self, is_builtin: impl Fn(&str) -> bool) -> bool {
+        self.functions.iter().any(|f| {
+            let lower = f.to_ascii_lowercase();
+            match lower.rsplit_once('.') {
+                Some(("pg_catalog", name)) => !is_builtin(name),
+                Some(_) => true,
+                None => !is_builtin(&lower),
+            }
+        })
+    }
+
+    /// Raises the kind to `call` if a function is called that `is_builtin`
+    /// does not know: a function no rule names is a call, which needs a rule
+    /// (it may run anything its owner wrote). Names qualified with a schema
+    /// other than `pg_catalog` are never built in.
+    pub fn with_calls(mut self, is_builtin: impl Fn(&str) -> bool) -> Action {
+        if self.calls_user_function(is_builtin) {
+            self.kind = self.kind.max(ActionKind::Call);
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,20 +163,31 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
     let parsed = pg_query::parse(sql, 0).map_err(|e| ClassifyError(e.to_string()))?;
     if parsed.protobuf.stmts.is_empty() {
         // Empty or comment-only text: PostgreSQL answers EmptyQueryResponse.
-        return Ok(Action {
-            kind: ActionKind::Session,
-            objects: BTreeSet::new(),
-            functions: BTreeSet::new(),
-            identity_change: false,
-        });
+        return Ok(Action::empty(ActionKind::Session));
     }
     let mut kind = ActionKind::Transaction;
     let mut identity_change = false;
+    let mut holdable_cursor = false;
+    let mut sets_reason = None;
     for raw in &parsed.protobuf.stmts {
         let node = raw.stmt.as_ref().and_then(|s| s.node.as_ref());
         let (k, id) = statement_kind(node);
         kind = kind.max(k);
         identity_change |= id;
+        match node {
+            // CURSOR_OPT_HOLD = 0x20 (PostgreSQL's parsenodes.h).
+            Some(NodeEnum::DeclareCursorStmt(d)) => holdable_cursor |= d.options & 0x20 != 0,
+            Some(NodeEnum::VariableSetStmt(v)) if v.name.eq_ignore_ascii_case(REASON_SETTING) => {
+                sets_reason = v.args.first().and_then(|a| match &a.node {
+                    Some(NodeEnum::AConst(c)) => match &c.val {
+                        Some(Val::Sval(s)) => Some(s.sval.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                });
+            }
+            _ => {}
+        }
     }
     let functions: BTreeSet<String> = parsed.functions.iter().map(|(f, _)| f.clone()).collect();
     if functions.iter().any(|f| is_admin_function(f)) {
@@ -136,8 +203,13 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         objects: parsed.tables.iter().map(|(t, _)| t.clone()).collect(),
         functions,
         identity_change,
+        holdable_cursor,
+        sets_reason,
     })
 }
+
+/// The session setting whose value becomes the reason of auto-filed requests.
+pub const REASON_SETTING: &str = "jitgate.reason";
 
 /// `set_config('role' | 'session_authorization', ...)`, or a `set_config` whose
 /// first argument is not a constant (we cannot tell: assume the worst).

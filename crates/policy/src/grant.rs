@@ -62,6 +62,9 @@ pub struct Grant {
     pub role: String,
     pub database: String,
     pub request_id: i64,
+    /// A statement grant (approve_each): only this exact text, once.
+    #[serde(default)]
+    pub statement: Option<String>,
     pub starts_at: Time,
     pub expires_at: Time,
     pub state: GrantState,
@@ -82,6 +85,7 @@ impl Grant {
             role: request.role.clone(),
             database: request.database.clone(),
             request_id: request.id,
+            statement: request.statement.clone(),
             starts_at: approved_at,
             expires_at: approved_at + request.duration(),
             state: GrantState::Active,

@@ -69,6 +69,9 @@ pub struct Request {
     pub duration_secs: i64,
     /// For a statement request (approve_each): the exact statement.
     pub statement: Option<String>,
+    /// For a request filed by a refused statement: that statement.
+    #[serde(default)]
+    pub trigger: Option<String>,
     /// For an extension: the active grant it continues.
     pub extends_grant: Option<i64>,
     pub created_at: Time,
@@ -182,6 +185,7 @@ impl Request {
             reason: reason.trim().to_string(),
             duration_secs: duration.num_seconds(),
             statement,
+            trigger: None,
             extends_grant: None,
             created_at: now,
             expires_at: now + rp.request_ttl,

@@ -22,7 +22,8 @@ use std::collections::BTreeSet;
 pub enum Outcome {
     Role(String),
     Deny,
-    ApproveEach,
+    /// Each statement needs its own approval, by this role's chain.
+    ApproveEach(String),
 }
 
 #[derive(Debug, Clone)]
@@ -38,8 +39,8 @@ pub enum Verdict {
     Allow,
     /// The statement needs this role, which the user does not hold now.
     NeedsRole(String),
-    /// This exact statement needs its own approval.
-    ApproveEach,
+    /// This exact statement needs its own approval (by this role's chain).
+    ApproveEach(String),
     Deny(String),
 }
 
@@ -98,10 +99,9 @@ impl Rules {
                 actions: r.actions.iter().filter_map(|a| kind_of(a)).collect(),
                 objects: r.objects.clone(),
                 outcome: match (r.role.as_deref(), r.approve_each) {
-                    (Some("deny"), _) => Outcome::Deny,
-                    (_, true) => Outcome::ApproveEach,
+                    (Some("deny"), _) | (None, _) => Outcome::Deny,
+                    (Some(role), true) => Outcome::ApproveEach(role.to_string()),
                     (Some(role), false) => Outcome::Role(role.to_string()),
-                    (None, false) => Outcome::Deny,
                 },
             })
             .collect();
@@ -131,6 +131,16 @@ impl Rules {
         })
     }
 
+    /// The roles rules require for `action` (what a grant lends it).
+    pub fn roles_needed<'a>(&'a self, database: &'a str, action: &'a Action) -> Vec<&'a str> {
+        self.matching(database, action)
+            .filter_map(|r| match &r.outcome {
+                Outcome::Role(role) => Some(role.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The verdict for `action` on `database`, for a user holding `active_roles`.
     pub fn decide(
         &self,
@@ -150,8 +160,11 @@ impl Rules {
                 action.kind.as_str()
             ));
         }
-        if matching.iter().any(|r| r.outcome == Outcome::ApproveEach) {
-            return Verdict::ApproveEach;
+        if let Some(role) = matching.iter().find_map(|r| match &r.outcome {
+            Outcome::ApproveEach(role) => Some(role),
+            _ => None,
+        }) {
+            return Verdict::ApproveEach(role.clone());
         }
         let needed: Vec<&String> = matching
             .iter()

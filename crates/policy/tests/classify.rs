@@ -134,3 +134,33 @@ fn unreadable_text_is_an_error() {
         assert!(classify(sql).is_err(), "{sql}");
     }
 }
+
+#[test]
+fn holdable_cursors_and_the_reason_setting_are_noticed() {
+    let a = classify("DECLARE c CURSOR WITH HOLD FOR SELECT * FROM orders").unwrap();
+    assert!(a.holdable_cursor);
+    let a = classify("DECLARE c CURSOR FOR SELECT * FROM orders").unwrap();
+    assert!(!a.holdable_cursor);
+    let a = classify("SET jitgate.reason = 'fix order 1'").unwrap();
+    assert_eq!(a.sets_reason.as_deref(), Some("fix order 1"));
+    let a = classify("set JITGATE.REASON to 'ticket 7'").unwrap();
+    assert_eq!(a.sets_reason.as_deref(), Some("ticket 7"));
+    assert_eq!(
+        classify("SET application_name = 'x'").unwrap().sets_reason,
+        None
+    );
+}
+
+#[test]
+fn functions_that_are_not_built_in_make_a_call() {
+    let builtin = |f: &str| ["count", "now", "lower"].contains(&f);
+    let kind = |sql: &str| classify(sql).unwrap().with_calls(builtin).kind;
+    assert_eq!(kind("SELECT count(*), now() FROM orders"), Read);
+    assert_eq!(kind("SELECT pg_catalog.lower('A')"), Read);
+    assert_eq!(kind("SELECT refresh_totals()"), Call);
+    assert_eq!(kind("SELECT public.lower('A')"), Call);
+    assert_eq!(kind("SELECT pg_catalog.evil()"), Call);
+    // A write stays a write (Call ranks below Ddl but above Write).
+    assert_eq!(kind("DELETE FROM orders WHERE id = f()"), Call);
+    assert_eq!(kind("DROP TABLE x"), Ddl);
+}

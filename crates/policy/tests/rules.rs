@@ -22,7 +22,7 @@ fn rules() -> Rules {
             &["billing.invoices"],
             Outcome::Role("billing_write".into()),
         ),
-        rule(&[Ddl], &[], Outcome::ApproveEach),
+        rule(&[Ddl], &[], Outcome::ApproveEach("app_ddl".into())),
         rule(&[Privilege, Admin], &[], Outcome::Deny),
         rule(
             &[Call],
@@ -79,7 +79,7 @@ fn verdicts() {
     );
     assert_eq!(
         decide("CREATE TABLE t (id int)", &["app_write"]),
-        Verdict::ApproveEach
+        Verdict::ApproveEach("app_ddl".into())
     );
     assert!(matches!(
         decide("GRANT app_write TO jit_alice", &["app_write"]),

@@ -75,7 +75,8 @@ impl Admin {
     }
 
     /// Runs `f` with a live admin client, reconnecting if the last one died.
-    async fn with_client<T>(
+    /// One client per database, used one operation at a time.
+    pub async fn with_client<T>(
         &self,
         f: impl AsyncFnOnce(&mut Client) -> Result<T, ProvisionError>,
     ) -> Result<T, ProvisionError> {

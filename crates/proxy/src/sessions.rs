@@ -53,6 +53,9 @@ pub struct Session {
     /// Client cancel requests seen (held statements watch it).
     cancels: AtomicU64,
     cancelled: Notify,
+    /// ReadyForQuery messages seen, and a wake-up when the session goes idle.
+    readies: AtomicU64,
+    idle: Notify,
     /// Cancelled to end the session (with `ending`'s error).
     kill: CancellationToken,
     ending: Mutex<Option<ErrorFields>>,
@@ -103,6 +106,8 @@ impl Session {
             busy: AtomicBool::new(false),
             cancels: AtomicU64::new(0),
             cancelled: Notify::new(),
+            readies: AtomicU64::new(0),
+            idle: Notify::new(),
             kill: CancellationToken::new(),
             ending: Mutex::new(None),
         };
@@ -173,6 +178,10 @@ impl Session {
     pub(crate) fn ready(&self, status: u8, busy: bool) {
         self.tx_status.store(status, Relaxed);
         self.busy.store(busy, Relaxed);
+        self.readies.fetch_add(1, Relaxed);
+        if !busy {
+            self.idle.notify_waiters();
+        }
         if status == b'I' && !busy {
             if self.poisoned.swap(false, Relaxed) {
                 *self.poison.lock().unwrap() = None;
@@ -186,6 +195,30 @@ impl Session {
 
     pub(crate) fn set_busy(&self) {
         self.busy.store(true, Relaxed);
+    }
+
+    /// Completes once the server has answered everything sent so far and at
+    /// least one more ReadyForQuery has arrived (a statement allowed just now
+    /// has run), or the session ended.
+    pub fn idle_after_next_ready(
+        self: &Arc<Self>,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let seen = self.readies.load(Relaxed);
+        let this = self.clone();
+        async move {
+            loop {
+                let notified = this.idle.notified();
+                if this.kill.is_cancelled()
+                    || (this.readies.load(Relaxed) > seen && !this.busy.load(Relaxed))
+                {
+                    return;
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = this.kill.cancelled() => return,
+                }
+            }
+        }
     }
 
     /// A client CancelRequest arrived for this session.
@@ -223,7 +256,10 @@ pub struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.sessions.map.lock().unwrap().remove(&self.id);
+        if let Some(s) = self.sessions.map.lock().unwrap().remove(&self.id) {
+            // Whoever waits on the session (idle watchers) stops waiting.
+            s.kill.cancel();
+        }
     }
 }
 

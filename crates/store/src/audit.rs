@@ -59,6 +59,12 @@ impl AuditEvent {
             detail,
         }
     }
+
+    /// The same event with severity `alert`.
+    pub fn alert(mut self) -> Self {
+        self.severity = Severity::Alert;
+        self
+    }
 }
 
 /// A stored event with its place in the chain.

@@ -1,0 +1,416 @@
+//! The enforcer: makes the databases and the live sessions match the grants.
+//!
+//! One task, one loop (no races between its own steps). Each step:
+//! 1. reads the active grants from the store;
+//! 2. grants that ended (expired, revoked, relinquished): removed from the
+//!    gateway's [`GrantTable`] first, then `REVOKE`d in the database (batched),
+//!    then the sessions that used them are dealt with per `on_expiry`;
+//! 3. new grants: `GRANT role TO login_role`, and only then published, so a
+//!    statement let through never lacks the membership;
+//! 4. warnings to sessions of grants ending within `expiry_warning`.
+//!
+//! It wakes when told something changed (a decision, a filed request), at the
+//! next expiry or warning time to the millisecond, and at least once a second.
+//! Every `reconcile_interval`, and before the gateway serves, memberships of
+//! managed roles held by login roles without an active grant are revoked and
+//! audited as drift (a gateway killed with -9, a DBA's manual GRANT).
+
+use crate::database::{self, Membership};
+use crate::grants::{ActiveGrant, GrantTable};
+use crate::hook::HookState;
+use config::OnExpiry;
+use policy::{GrantState, Time};
+use proxy::{Session, Shared};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use store::{AuditEvent, GrantFilter};
+use wire::backend::{ErrorFields, Severity};
+
+pub struct Enforcer {
+    hook: Arc<HookState>,
+    gateway: Arc<Shared>,
+    /// Grants whose membership is in the database, by grant id.
+    applied: HashMap<i64, ActiveGrant>,
+    warned: HashSet<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("database {database}: {source}")]
+    Database {
+        database: String,
+        source: proxy::login_role::ProvisionError,
+    },
+}
+
+impl Enforcer {
+    pub fn new(hook: Arc<HookState>, gateway: Arc<Shared>) -> Enforcer {
+        Enforcer {
+            hook,
+            gateway,
+            applied: HashMap::new(),
+            warned: HashSet::new(),
+        }
+    }
+
+    fn grants(&self) -> &GrantTable {
+        &self.hook.grants
+    }
+
+    /// Before serving: learn each database's built-in functions, apply the
+    /// active grants and revoke every membership no grant backs. An error here
+    /// stops the gateway from starting (fail closed).
+    pub async fn prepare(&mut self) -> Result<(), EnforceError> {
+        for db in &self.hook.config.databases {
+            let admin = &self.gateway.databases[&db.name].admin;
+            let b = database::builtins(admin)
+                .await
+                .map_err(|source| EnforceError::Database {
+                    database: db.name.clone(),
+                    source,
+                })?;
+            self.hook
+                .builtins
+                .write()
+                .unwrap()
+                .insert(db.name.clone(), Arc::new(b));
+        }
+        self.step().await?;
+        self.reconcile().await
+    }
+
+    /// Runs until `stop` completes.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let reconcile_every = self.hook.config.gateway.reconcile_interval;
+        let mut next_reconcile = tokio::time::Instant::now() + reconcile_every;
+        loop {
+            if let Err(e) = self.step().await {
+                tracing::warn!(error = %e, "enforcer step failed; retrying");
+            }
+            if tokio::time::Instant::now() >= next_reconcile {
+                if let Err(e) = self.reconcile().await {
+                    tracing::warn!(error = %e, "reconcile failed; retrying");
+                }
+                next_reconcile = tokio::time::Instant::now() + reconcile_every;
+            }
+            let wake = self.next_wake().min(next_reconcile);
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = self.hook.changed.notified() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// The next expiry or warning, at most a second away.
+    fn next_wake(&self) -> tokio::time::Instant {
+        let now = self.hook.clock.now();
+        let lead =
+            chrono::Duration::from_std(self.hook.config.gateway.expiry_warning).unwrap_or_default();
+        let mut next = now + chrono::Duration::seconds(1);
+        for g in self.applied.values() {
+            next = next.min(g.expires_at);
+            if !self.warned.contains(&g.id) && g.expires_at - lead > now {
+                next = next.min(g.expires_at - lead);
+            }
+        }
+        let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
+        tokio::time::Instant::now() + wait
+    }
+
+    pub async fn step(&mut self) -> Result<(), EnforceError> {
+        let now = self.hook.clock.now();
+        let active = self
+            .hook
+            .store
+            .grants(&GrantFilter {
+                user: None,
+                active_only: true,
+            })
+            .await?;
+        let desired: HashMap<i64, ActiveGrant> = active
+            .iter()
+            .filter(|g| g.is_active(now))
+            .map(|g| (g.id, ActiveGrant::from(g)))
+            .collect();
+        let ended: Vec<ActiveGrant> = self
+            .applied
+            .values()
+            .filter(|g| !desired.contains_key(&g.id))
+            .cloned()
+            .collect();
+        if !ended.is_empty() {
+            for g in &ended {
+                self.applied.remove(&g.id);
+                self.warned.remove(&g.id);
+            }
+            self.grants().publish(self.applied.values().cloned());
+            self.end(&ended, now).await;
+        }
+        let mut added = false;
+        let new: Vec<ActiveGrant> = desired
+            .into_values()
+            .filter(|g| !self.applied.contains_key(&g.id))
+            .collect();
+        for g in new {
+            if self.apply(&g).await {
+                self.applied.insert(g.id, g);
+                added = true;
+            }
+        }
+        if added {
+            self.grants().publish(self.applied.values().cloned());
+        } else {
+            // Held statements re-read their request (it may have been denied).
+            self.grants().touch();
+        }
+        self.warn(now);
+        Ok(())
+    }
+
+    fn membership(&self, g: &ActiveGrant) -> Membership {
+        Membership {
+            role: g.role.clone(),
+            login_role: self.gateway.login_roles.name_for(&g.user),
+        }
+    }
+
+    /// GRANT in the database; false (retried next step) on failure.
+    async fn apply(&self, g: &ActiveGrant) -> bool {
+        let Some(db) = self.gateway.databases.get(&g.database) else {
+            return false;
+        };
+        let m = self.membership(g);
+        let result = match self
+            .gateway
+            .login_roles
+            .ensure(&g.database, &db.admin, &g.user)
+            .await
+        {
+            Ok(_) => database::grant(&db.admin, &m).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                self.audit(AuditEvent::new(
+                    self.hook.clock.now(),
+                    "grant.applied",
+                    "jitgate",
+                    format!("grant:{}", g.id),
+                    json!({"role": g.role, "database": g.database, "login_role": m.login_role}),
+                ));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(grant = g.id, error = %e, "GRANT failed; will retry");
+                false
+            }
+        }
+    }
+
+    /// Revokes ended grants (unless another active grant still needs the
+    /// same membership) and ends the role in the sessions that used it.
+    async fn end(&mut self, ended: &[ActiveGrant], now: Time) {
+        let still: HashSet<(String, String, String)> = self
+            .applied
+            .values()
+            .map(|g| (g.user.clone(), g.database.clone(), g.role.clone()))
+            .collect();
+        let mut by_db: BTreeMap<&str, Vec<Membership>> = BTreeMap::new();
+        for g in ended {
+            if !still.contains(&(g.user.clone(), g.database.clone(), g.role.clone())) {
+                by_db
+                    .entry(g.database.as_str())
+                    .or_default()
+                    .push(self.membership(g));
+            }
+        }
+        for (db, ms) in &by_db {
+            let admin = &self.gateway.databases[*db].admin;
+            if let Err(e) = database::revoke(admin, ms).await {
+                // The reconciler revokes it on its next pass; the gateway
+                // already refuses (the grant left the table above).
+                tracing::error!(database = db, error = %e, "REVOKE failed");
+            }
+        }
+        for g in ended {
+            let how = self.how_it_ended(g, now).await;
+            self.audit(AuditEvent::new(
+                now,
+                "grant.removed",
+                "jitgate",
+                format!("grant:{}", g.id),
+                json!({"role": g.role, "database": g.database, "ended": how}),
+            ));
+            if g.statement.is_none() {
+                self.end_in_sessions(g, how);
+            }
+        }
+    }
+
+    async fn how_it_ended(&self, g: &ActiveGrant, now: Time) -> &'static str {
+        match self.hook.store.grant(g.id).await {
+            Ok(Some(v)) if v.value.state != GrantState::Active => v.value.state.as_str(),
+            _ if now >= g.expires_at => "expired",
+            _ => "ended",
+        }
+    }
+
+    /// Every session of the grant's holder hears of the end; those whose open
+    /// work used the role lose it per `on_expiry`.
+    fn end_in_sessions(&self, g: &ActiveGrant, how: &str) {
+        let mode = self.hook.config.gateway.on_expiry;
+        for s in self.gateway.sessions.of(&g.user, &g.database) {
+            s.notice(&ErrorFields::new(
+                Severity::Warning,
+                "01000",
+                format!(
+                    "jitgate: grant {} for role \"{}\" has {how}; statements that need it are refused from now on",
+                    g.id, g.role
+                ),
+            ));
+            let in_use = {
+                let mut notes = s.notes.lock().unwrap();
+                notes.roles_used.remove(&g.role);
+                notes.roles_in_transaction.contains(&g.role)
+            };
+            if in_use && (s.in_transaction() || s.is_busy()) {
+                self.stop_work(&s, g, how, mode);
+            }
+        }
+    }
+
+    fn stop_work(&self, s: &Arc<Session>, g: &ActiveGrant, how: &str, mode: OnExpiry) {
+        let message = format!(
+            "jitgate: grant {} for role \"{}\" {how} while this transaction was using it; \
+             the transaction can only roll back",
+            g.id, g.role
+        );
+        let poison = ErrorFields::error("42501", message)
+            .with_hint("run ROLLBACK, then request the role again");
+        let action = match mode {
+            OnExpiry::Cancel => {
+                s.poison(poison);
+                if s.is_busy() {
+                    let s = s.clone();
+                    tokio::spawn(async move { s.cancel_statement().await });
+                }
+                "cancelled"
+            }
+            OnExpiry::Terminate => {
+                let s2 = s.clone();
+                tokio::spawn(async move { s2.cancel_statement().await });
+                s.terminate(ErrorFields::fatal(
+                    "57P01",
+                    format!(
+                        "terminating connection: jitgate grant {} for role \"{}\" {how} (on_expiry = terminate)",
+                        g.id, g.role
+                    ),
+                ));
+                "terminated"
+            }
+            OnExpiry::FinishStatement => {
+                s.poison(poison);
+                "finishing statement"
+            }
+        };
+        self.audit(AuditEvent::new(
+            self.hook.clock.now(),
+            "session.grant_ended",
+            &s.user,
+            format!("session:{}", s.id),
+            json!({"grant": g.id, "role": g.role, "action": action, "backend_pid": s.backend_pid}),
+        ));
+    }
+
+    fn warn(&mut self, now: Time) {
+        let lead =
+            chrono::Duration::from_std(self.hook.config.gateway.expiry_warning).unwrap_or_default();
+        let due: Vec<ActiveGrant> = self
+            .applied
+            .values()
+            .filter(|g| g.statement.is_none() && !self.warned.contains(&g.id))
+            .filter(|g| g.expires_at - lead <= now && now < g.expires_at)
+            .cloned()
+            .collect();
+        for g in due {
+            self.warned.insert(g.id);
+            let left = (g.expires_at - now).num_seconds().max(0);
+            for s in self.gateway.sessions.of(&g.user, &g.database) {
+                s.notice(&ErrorFields::new(
+                    Severity::Warning,
+                    "01000",
+                    format!(
+                        "jitgate: grant {} for role \"{}\" ends in {left}s (at {}); \
+                         request an extension with: jitgate request {} --db {}",
+                        g.id,
+                        g.role,
+                        g.expires_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        g.role,
+                        g.database
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// Revokes memberships of managed roles that no applied grant backs.
+    pub async fn reconcile(&mut self) -> Result<(), EnforceError> {
+        let backed: HashSet<Membership> =
+            self.applied.values().map(|g| self.membership(g)).collect();
+        let prefix = self.hook.config.gateway.login_role_prefix.clone();
+        for db in &self.hook.config.databases {
+            let managed: Vec<String> = self
+                .hook
+                .policy
+                .roles()
+                .filter(|r| r.database == db.name)
+                .map(|r| r.name.clone())
+                .collect();
+            if managed.is_empty() {
+                continue;
+            }
+            let admin = &self.gateway.databases[&db.name].admin;
+            let err = |source| EnforceError::Database {
+                database: db.name.clone(),
+                source,
+            };
+            let drift: Vec<Membership> = database::memberships(admin, &managed, &prefix)
+                .await
+                .map_err(err)?
+                .into_iter()
+                .filter(|m| !backed.contains(m))
+                .collect();
+            if drift.is_empty() {
+                continue;
+            }
+            database::revoke(admin, &drift).await.map_err(err)?;
+            let now = self.hook.clock.now();
+            for m in &drift {
+                tracing::warn!(database = %db.name, role = %m.role, login_role = %m.login_role, "revoked a membership no grant backs");
+                self.audit(
+                    AuditEvent::new(
+                        now,
+                        "alert.drift",
+                        "jitgate",
+                        format!("role:{}", m.role),
+                        json!({"database": db.name, "role": m.role, "login_role": m.login_role,
+                               "action": "revoked"}),
+                    )
+                    .alert(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn audit(&self, ev: AuditEvent) {
+        self.hook.audit.send(ev);
+    }
+}

@@ -1,0 +1,265 @@
+//! A statement that needs a grant it does not have: file (or reuse) the
+//! request, then answer per `on_missing_grant` — `reject` refuses at once with
+//! everything needed to follow up, `hold` keeps the statement until the
+//! request is decided, `hold_timeout` passes, or the client cancels.
+
+use crate::hook::HookState;
+use config::OnMissingGrant;
+use policy::classify::ActionKind;
+use policy::{GrantEnd, Request, RequestState};
+use proxy::{Check, Session, Verdict};
+use std::sync::Arc;
+use std::time::Duration;
+use wire::backend::{ErrorFields, Severity};
+
+/// What was filed for a refused statement.
+struct Filed {
+    request: Request,
+    new: bool,
+    approvers: String,
+}
+
+/// The deferred answer for a statement that needs `role` (or, with
+/// `each`, its own approval by `role`'s chain).
+pub fn missing_grant(
+    st: Arc<HookState>,
+    session: Arc<Session>,
+    text: String,
+    kind: ActionKind,
+    role: String,
+    each: bool,
+) -> Check {
+    Check::Wait(Box::pin(async move {
+        let filed = match file(&st, &session, &text, &role, each).await {
+            Ok(f) => f,
+            Err(err) => {
+                let err = st.refuse(&session, &text, kind.as_str(), Some(&role), err, true);
+                return Verdict::Refuse(err);
+            }
+        };
+        match st.config.gateway.on_missing_grant {
+            OnMissingGrant::Reject => {
+                let err = rejection(&st, &filed, &session, &role, each);
+                Verdict::Refuse(st.refuse(&session, &text, kind.as_str(), Some(&role), err, true))
+            }
+            OnMissingGrant::Hold => hold(&st, &session, &text, kind, &role, each, &filed).await,
+        }
+    }))
+}
+
+async fn file(
+    st: &HookState,
+    s: &Session,
+    text: &str,
+    role: &str,
+    each: bool,
+) -> Result<Filed, ErrorFields> {
+    let reason = s.notes.lock().unwrap().reason.clone().unwrap_or_default();
+    let now = st.clock.now();
+    let window = if each {
+        let max = st.policy.role(role).map(|r| r.max_duration);
+        let w = chrono::Duration::from_std(st.config.gateway.statement_window)
+            .unwrap_or(chrono::Duration::minutes(5));
+        Some(max.map_or(w, |m| w.min(m)))
+    } else {
+        None
+    };
+    let statement = each.then(|| text.to_string());
+    let mut request = Request::file(
+        &st.policy,
+        &s.user,
+        role,
+        &s.database,
+        &reason,
+        window,
+        statement,
+        now,
+    )
+    .map_err(|e| {
+        let hint = match e {
+            policy::FileError::ReasonRequired(_) => {
+                "give the reason first: SET jitgate.reason = '...'; then run the statement again"
+            }
+            _ => "ask an administrator for access to this role",
+        };
+        st.refusal(format!(
+            "jitgate: this statement needs role \"{role}\", and no request could be filed: {e}"
+        ))
+        .with_hint(hint)
+    })?;
+    if !each {
+        request.trigger = Some(text.to_string());
+    }
+    let (stored, new) = st.store.insert_request(request).await.map_err(|e| {
+        tracing::error!(error = %e, "filing a request failed");
+        st.refusal(format!(
+            "jitgate: this statement needs role \"{role}\", and the request could not be filed \
+             (state store unavailable); try again"
+        ))
+    })?;
+    if new {
+        st.changed.notify_one();
+    }
+    let approvers = approvers(st, &stored.value);
+    Ok(Filed {
+        request: stored.value,
+        new,
+        approvers,
+    })
+}
+
+/// "leads (bob, dave)": who can decide the request's current stage.
+fn approvers(st: &HookState, r: &Request) -> String {
+    let Some(stage) = st.policy.role(&r.role).and_then(|p| p.chain.get(r.stage)) else {
+        return "nobody (the role has no chain)".into();
+    };
+    let mut people = st.policy.members(&stage.approvers);
+    people.remove(&r.user);
+    let groups: Vec<&str> = stage.approvers.iter().map(String::as_str).collect();
+    let people: Vec<&str> = people.iter().map(String::as_str).collect();
+    format!("{} ({})", groups.join(", "), people.join(", "))
+}
+
+fn follow_up(st: &HookState, id: i64) -> String {
+    format!(
+        "jitgate requests --user <you>, or {}/api/v1/requests/{id}",
+        st.config.gateway.public_url()
+    )
+}
+
+fn rejection(st: &HookState, f: &Filed, s: &Session, role: &str, each: bool) -> ErrorFields {
+    let id = f.request.id;
+    let what = if each {
+        format!("its own approval (approve_each, chain of role \"{role}\")")
+    } else {
+        format!("role \"{role}\"")
+    };
+    let filed = if f.new { "filed" } else { "is waiting on" };
+    st.refusal(format!(
+        "jitgate: this statement needs {what}; jitgate {filed} request {id}, to be approved by {}; \
+         follow it with: {}",
+        f.approvers,
+        follow_up(st, id),
+    ))
+    .with_detail(format!(
+        "user {} on database {}; reason: {}",
+        s.user,
+        s.database,
+        if f.request.reason.is_empty() {
+            "(none; set one with SET jitgate.reason = '...')"
+        } else {
+            &f.request.reason
+        }
+    ))
+    .with_hint(format!(
+        "run the statement again once request {id} is approved (an approver runs: jitgate approve {id})"
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn hold(
+    st: &Arc<HookState>,
+    s: &Arc<Session>,
+    text: &str,
+    kind: ActionKind,
+    role: &str,
+    each: bool,
+    f: &Filed,
+) -> Verdict {
+    let id = f.request.id;
+    let timeout = st.config.gateway.hold_timeout;
+    s.notice(&ErrorFields::new(
+        Severity::Warning,
+        "01000",
+        format!(
+            "jitgate: holding this statement until request {id} for role \"{role}\" is decided \
+             by {}; waiting up to {}s (cancel to stop waiting); follow it with: {}",
+            f.approvers,
+            timeout.as_secs(),
+            follow_up(st, id)
+        ),
+    ));
+    let mut changes = st.grants.subscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let cancelled = s.cancel_requested();
+    tokio::pin!(cancelled);
+    let refuse = |err: ErrorFields| {
+        Verdict::Refuse(st.refuse(s, text, kind.as_str(), Some(role), err, true))
+    };
+    loop {
+        let now = st.clock.now();
+        if each {
+            if let Some(g) = st.grants.take_statement(&s.user, &s.database, text, now) {
+                st.ran_under_grant(s, text, kind.as_str(), role, g.id);
+                end_statement_grant_when_idle(st.clone(), s.clone(), g.id);
+                return Verdict::Allow;
+            }
+        } else if let Some(g) = st.grants.role_grant(&s.user, &s.database, role, now) {
+            st.ran_under_grant(s, text, kind.as_str(), role, g);
+            return Verdict::Allow;
+        }
+        match st.store.request(id).await {
+            Ok(Some(r))
+                if !matches!(
+                    r.value.state,
+                    RequestState::Pending | RequestState::Approved
+                ) =>
+            {
+                let by = r
+                    .value
+                    .decisions
+                    .iter()
+                    .rev()
+                    .find(|d| !d.approve)
+                    .map(|d| format!(" by {}", d.approver))
+                    .unwrap_or_default();
+                return refuse(st.refusal(format!(
+                    "jitgate: request {id} for role \"{role}\" was {}{by}; the statement did not run",
+                    r.value.state.as_str()
+                )));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, request = id, "reading a held request"),
+        }
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return refuse(ErrorFields::error("57014", format!(
+                    "jitgate: request {id} for role \"{role}\" was not decided within hold_timeout \
+                     ({}s); it stays pending, run the statement again once it is approved",
+                    timeout.as_secs()
+                )));
+            }
+            _ = &mut cancelled => {
+                return refuse(ErrorFields::error(
+                    "57014",
+                    format!("canceling statement due to user request (request {id} stays pending)"),
+                ));
+            }
+        }
+    }
+}
+
+/// A statement grant is used once: it ends (and its role is revoked) as soon
+/// as the session has run the statement.
+pub fn end_statement_grant_when_idle(st: Arc<HookState>, s: Arc<Session>, grant: i64) {
+    tokio::spawn(async move {
+        s.idle_after_next_ready().await;
+        let now = st.clock.now();
+        match store::service::end_grant(
+            &*st.store,
+            grant,
+            GrantEnd::Relinquished,
+            &s.user,
+            "the approved statement ran",
+            now,
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, grant, "ending a used statement grant"),
+        }
+        st.changed.notify_one();
+    });
+}

@@ -1,0 +1,291 @@
+//! The policy hook: what the gateway asks about every statement.
+//!
+//! The hot path is synchronous and allocation-free for the common case: a
+//! cache lookup for the classification, a read of the in-memory grant table,
+//! and the rules. Only a statement that needs something it does not have
+//! becomes a deferred answer ([`Check::Wait`]): filing its request in the
+//! store, and in `hold` mode waiting for the decision (see [`crate::filing`]).
+//!
+//! Fail closed: text the parser cannot read, identity changes, `deny` rules,
+//! and calls no rule names are refused here, before the database sees them.
+
+use crate::audit::{AuditSink, StatementRecord};
+use crate::cache::{Cache, Classified};
+use crate::grants::GrantTable;
+use config::Config;
+use policy::classify::{classify, Action, ActionKind};
+use policy::rules::{Rules, Verdict as RuleVerdict};
+use policy::{Clock, Policy, Time};
+use proxy::{Check, Session, Statement, StatementHook};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use store::Store;
+use tokio::sync::Notify;
+use wire::backend::ErrorFields;
+
+/// The built-in functions of one database (`pg_proc` rows below
+/// FirstNormalObjectId): calling them is not a `call`.
+#[derive(Debug, Default)]
+pub struct Builtins {
+    pub names: HashSet<String>,
+    pub by_oid: HashMap<u32, String>,
+}
+
+/// Everything the hook and the requests it files share.
+pub struct HookState {
+    pub config: Arc<Config>,
+    pub policy: Arc<Policy>,
+    pub rules: Rules,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub grants: Arc<GrantTable>,
+    pub audit: AuditSink,
+    /// Poked when a request is filed or a statement grant used (the enforcer listens).
+    pub changed: Arc<Notify>,
+    pub builtins: RwLock<HashMap<String, Arc<Builtins>>>,
+    cache: Cache,
+    baseline: HashMap<String, BTreeSet<String>>,
+}
+
+impl HookState {
+    pub fn new(
+        config: Arc<Config>,
+        policy: Arc<Policy>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        grants: Arc<GrantTable>,
+        audit: AuditSink,
+        changed: Arc<Notify>,
+    ) -> HookState {
+        let baseline = config
+            .databases
+            .iter()
+            .map(|d| (d.name.clone(), d.baseline_roles.iter().cloned().collect()))
+            .collect();
+        HookState {
+            rules: Rules::from_config(&config),
+            config,
+            policy,
+            store,
+            clock,
+            grants,
+            audit,
+            changed,
+            builtins: RwLock::new(HashMap::new()),
+            cache: Cache::new(10_000),
+            baseline,
+        }
+    }
+
+    fn builtins(&self, database: &str) -> Option<Arc<Builtins>> {
+        self.builtins.read().unwrap().get(database).cloned()
+    }
+
+    /// The classification of `statement`, with calls of functions that are not
+    /// built in raised to `call` (all functions count as such while the
+    /// database's built-ins are unknown: fail closed).
+    pub fn classify(&self, database: &str, statement: Statement<'_>) -> Classified {
+        let builtins = self.builtins(database);
+        let is_builtin = |f: &str| builtins.as_ref().is_some_and(|b| b.names.contains(f));
+        match statement {
+            Statement::Simple(text) | Statement::Parse(text) => {
+                let c = self.cache.get_or(text, |t| Arc::new(classify(t)));
+                match &*c {
+                    Ok(a) if a.kind < ActionKind::Call && a.calls_user_function(is_builtin) => {
+                        Arc::new(Ok(a.clone().with_calls(is_builtin)))
+                    }
+                    _ => c,
+                }
+            }
+            Statement::FunctionCall(oid) => {
+                let name = builtins.as_ref().and_then(|b| b.by_oid.get(&oid));
+                Arc::new(Ok(Action::function_call(name.map(String::as_str))))
+            }
+        }
+    }
+
+    pub fn refusal(&self, message: impl Into<String>) -> ErrorFields {
+        ErrorFields::error("42501", message)
+    }
+
+    /// Audits and returns a refusal.
+    pub fn refuse(
+        &self,
+        s: &Session,
+        text: &str,
+        action: &str,
+        role: Option<&str>,
+        error: ErrorFields,
+        alert: bool,
+    ) -> ErrorFields {
+        let record = StatementRecord {
+            session: s.id,
+            user: &s.user,
+            database: &s.database,
+            text,
+            role,
+            grant: None,
+            kind: action,
+        };
+        self.audit.statement(
+            self.clock.now(),
+            &record,
+            Some(&error.message),
+            alert,
+            self.config.gateway.redact_literals,
+        );
+        error
+    }
+
+    /// Notes and audits a statement let through by a grant.
+    pub fn ran_under_grant(&self, s: &Session, text: &str, action: &str, role: &str, grant: i64) {
+        {
+            let mut notes = s.notes.lock().unwrap();
+            if !notes.roles_in_transaction.contains(role) {
+                notes.roles_in_transaction.insert(role.to_string());
+            }
+            if !notes.roles_used.contains(role) {
+                notes.roles_used.insert(role.to_string());
+            }
+        }
+        let record = StatementRecord {
+            session: s.id,
+            user: &s.user,
+            database: &s.database,
+            text,
+            role: Some(role),
+            grant: Some(grant),
+            kind: action,
+        };
+        self.audit.statement(
+            self.clock.now(),
+            &record,
+            None,
+            false,
+            self.config.gateway.redact_literals,
+        );
+    }
+
+    fn held_roles(&self, s: &Session, now: Time) -> (BTreeSet<String>, BTreeSet<String>) {
+        let granted = if self.grants.has_any(&s.user, &s.database) {
+            self.grants.roles(&s.user, &s.database, now)
+        } else {
+            BTreeSet::new()
+        };
+        let mut held = self.baseline.get(&s.database).cloned().unwrap_or_default();
+        held.extend(granted.iter().cloned());
+        (held, granted)
+    }
+}
+
+/// The [`StatementHook`] of `jitgate serve`.
+pub struct PolicyHook {
+    pub state: Arc<HookState>,
+}
+
+fn statement_text(statement: Statement<'_>, action: Option<&Action>) -> String {
+    match statement {
+        Statement::Simple(t) | Statement::Parse(t) => t.to_string(),
+        Statement::FunctionCall(oid) => {
+            let name = action
+                .and_then(|a| a.functions.iter().next().cloned())
+                .unwrap_or_else(|| "a function that is not built in".into());
+            format!("<fast-path call of {name}, oid {oid}>")
+        }
+    }
+}
+
+impl StatementHook for PolicyHook {
+    fn check(&self, session: &Arc<Session>, statement: Statement<'_>) -> Check {
+        let st = &self.state;
+        let classified = st.classify(&session.database, statement);
+        let action = match &*classified {
+            Ok(a) => a,
+            Err(e) => {
+                let text = statement_text(statement, None);
+                let err = st.refusal(format!(
+                    "jitgate refuses statements its parser cannot read ({e})"
+                ));
+                return Check::Refuse(st.refuse(session, &text, "unknown", None, err, true));
+            }
+        };
+        if let Some(reason) = &action.sets_reason {
+            session.notes.lock().unwrap().reason = Some(reason.clone());
+        }
+        let now = st.clock.now();
+        let (held, granted) = st.held_roles(session, now);
+        match st.rules.decide(&session.database, action, &held) {
+            RuleVerdict::Allow if granted.is_empty() => Check::Allow,
+            RuleVerdict::Allow => {
+                let lent: Vec<&str> = st
+                    .rules
+                    .roles_needed(&session.database, action)
+                    .into_iter()
+                    .filter(|r| granted.contains(*r))
+                    .collect();
+                if lent.is_empty() {
+                    return Check::Allow;
+                }
+                let text = statement_text(statement, Some(action));
+                if action.holdable_cursor {
+                    let err = st.refusal(
+                        "jitgate refuses WITH HOLD cursors that need a granted role: \
+                         their rows would outlive the grant",
+                    );
+                    return Check::Refuse(st.refuse(
+                        session,
+                        &text,
+                        action.kind.as_str(),
+                        Some(lent[0]),
+                        err,
+                        true,
+                    ));
+                }
+                for role in lent {
+                    if let Some(id) =
+                        st.grants
+                            .role_grant(&session.user, &session.database, role, now)
+                    {
+                        st.ran_under_grant(session, &text, action.kind.as_str(), role, id);
+                    }
+                }
+                Check::Allow
+            }
+            RuleVerdict::Deny(why) => {
+                let text = statement_text(statement, Some(action));
+                let err = st.refusal(format!("jitgate: {why}"));
+                Check::Refuse(st.refuse(session, &text, action.kind.as_str(), None, err, true))
+            }
+            RuleVerdict::NeedsRole(role) => {
+                let text = statement_text(statement, Some(action));
+                crate::filing::missing_grant(
+                    st.clone(),
+                    session.clone(),
+                    text,
+                    action.kind,
+                    role,
+                    false,
+                )
+            }
+            RuleVerdict::ApproveEach(role) => {
+                let text = statement_text(statement, Some(action));
+                if let Some(g) =
+                    st.grants
+                        .take_statement(&session.user, &session.database, &text, now)
+                {
+                    st.ran_under_grant(session, &text, action.kind.as_str(), &role, g.id);
+                    crate::filing::end_statement_grant_when_idle(st.clone(), session.clone(), g.id);
+                    return Check::Allow;
+                }
+                crate::filing::missing_grant(
+                    st.clone(),
+                    session.clone(),
+                    text,
+                    action.kind,
+                    role,
+                    true,
+                )
+            }
+        }
+    }
+}
