@@ -13,6 +13,7 @@
 //! - [`audit`]: statements run under a grant and refused attempts, batched
 //!   into the store's hash chain.
 //! - [`cache`]: the bounded classification cache.
+//! - [`runtime`]: the assembly `jitgate serve` and the tests start.
 //!
 //! Invariants:
 //! - A grant is published to the gateway only after its GRANT succeeded, and
@@ -29,8 +30,10 @@ pub mod enforcer;
 pub mod filing;
 pub mod grants;
 pub mod hook;
+pub mod runtime;
 
 pub use audit::AuditSink;
 pub use enforcer::{EnforceError, Enforcer};
 pub use grants::GrantTable;
 pub use hook::{HookState, PolicyHook};
+pub use runtime::{Runtime, StartError};

@@ -368,50 +368,24 @@ pub(crate) async fn serve(
     audit_policy(&*store, &config, config_text).await?;
     let clock: Arc<dyn policy::Clock> = Arc::new(policy::clock::SystemClock);
     let state = api::AppState::new(config.clone(), policy.clone(), store.clone(), clock.clone());
-    let (audit, audit_writer) = enforcer::AuditSink::new(store.clone());
-    let audit_task = tokio::spawn(audit_writer);
-    let hook = Arc::new(enforcer::HookState::new(
-        config.clone(),
-        policy,
-        store,
-        clock,
-        Arc::new(enforcer::GrantTable::default()),
-        audit.clone(),
-        state.changed.clone(),
-    ));
-    let gateway = proxy::Gateway::bind(
-        config.clone(),
-        Arc::new(enforcer::PolicyHook {
-            state: hook.clone(),
-        }),
-    )
-    .await?;
-    // Before serving: built-in functions known, grants applied, drift revoked.
-    let mut enforcer = enforcer::Enforcer::new(hook, gateway.shared().clone());
-    enforcer
-        .prepare()
-        .await
-        .context("preparing the databases (is admin_url reachable, with CREATEROLE?)")?;
-    tracing::info!(listen = %gateway.local_addr(), api = %api_listener.local_addr()?, "jitgate serving");
+    let runtime =
+        enforcer::Runtime::start(config.clone(), policy, store, clock, state.changed.clone())
+            .await?;
+    tracing::info!(listen = %runtime.gateway.local_addr(), api = %api_listener.local_addr()?, "jitgate serving");
     let stopping = CancellationToken::new();
     let api_stop = stopping.clone();
     let api = tokio::spawn(api::serve(api_listener, state, async move {
         api_stop.cancelled().await
     }));
-    let enforcer_stop = stopping.clone();
-    let enforcing = tokio::spawn(enforcer.run(async move { enforcer_stop.cancelled().await }));
     let signal = stopping.clone();
-    let gateway = gateway.run(async move {
-        stop.await;
-        signal.cancel();
-    });
-    gateway.await;
+    runtime
+        .run(async move {
+            stop.await;
+            signal.cancel();
+        })
+        .await;
     stopping.cancel();
     api.await?.context("HTTP API")?;
-    let _ = enforcing.await;
-    audit.flush().await;
-    drop(audit);
-    audit_task.abort();
     tracing::info!("jitgate stopped");
     Ok(())
 }

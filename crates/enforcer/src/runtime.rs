@@ -1,0 +1,81 @@
+//! Assembly: the gateway with the policy hook, the enforcer and the audit
+//! writer, ready to serve. `jitgate serve` and the tests start jitgate this
+//! one way.
+
+use crate::{AuditSink, Enforcer, GrantTable, HookState, PolicyHook};
+use config::Config;
+use policy::{Clock, Policy};
+use std::sync::Arc;
+use store::Store;
+use tokio::sync::Notify;
+
+pub struct Runtime {
+    pub gateway: proxy::Gateway,
+    pub enforcer: Enforcer,
+    pub hook: Arc<HookState>,
+    pub audit: AuditSink,
+    audit_writer: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Gateway(#[from] proxy::GatewayError),
+    #[error("preparing the databases (is admin_url reachable, with CREATEROLE?): {0}")]
+    Prepare(#[from] crate::EnforceError),
+}
+
+impl Runtime {
+    /// Binds the listener and prepares every database (built-in functions,
+    /// active grants applied, drift revoked) before anything is served.
+    pub async fn start(
+        config: Arc<Config>,
+        policy: Arc<Policy>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        changed: Arc<Notify>,
+    ) -> Result<Runtime, StartError> {
+        let (audit, writer) = AuditSink::new(store.clone());
+        let audit_writer = tokio::spawn(writer);
+        let hook = Arc::new(HookState::new(
+            config.clone(),
+            policy,
+            store,
+            clock,
+            Arc::new(GrantTable::default()),
+            audit.clone(),
+            changed,
+        ));
+        let gateway = proxy::Gateway::bind(
+            config,
+            Arc::new(PolicyHook {
+                state: hook.clone(),
+            }),
+        )
+        .await?;
+        let mut enforcer = Enforcer::new(hook.clone(), gateway.shared().clone());
+        enforcer.prepare().await?;
+        Ok(Runtime {
+            gateway,
+            enforcer,
+            hook,
+            audit,
+            audit_writer,
+        })
+    }
+
+    /// Serves until `stop`; then drains the audit queue.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        let stopping = tokio_util::sync::CancellationToken::new();
+        let enforcer_stop = stopping.clone();
+        let enforcing = tokio::spawn(
+            self.enforcer
+                .run(async move { enforcer_stop.cancelled().await }),
+        );
+        self.gateway.run(stop).await;
+        stopping.cancel();
+        let _ = enforcing.await;
+        self.audit.flush().await;
+        self.audit_writer.abort();
+    }
+}
