@@ -1,0 +1,199 @@
+//! `hold` mode, statements approved one by one (approve_each), and the
+//! reconciler.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[tokio::test]
+async fn hold_runs_the_statement_once_approved_in_the_same_call() {
+    let j = Jitgate::start("on_missing_grant = \"hold\"\nhold_timeout = \"20s\"").await;
+    let (alice, mut notices) = j.connect("alice").await;
+    let run = tokio::spawn(async move {
+        let r = alice
+            .execute("UPDATE orders SET total = 0 WHERE id = 50", &[])
+            .await;
+        (alice, r)
+    });
+    let notice = tokio::time::timeout(Duration::from_secs(5), notices.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(notice.contains("holding this statement"), "{notice}");
+    let pending = j.pending().await;
+    assert_eq!(pending.len(), 1);
+    j.approve(pending[0].id, "bob").await;
+    let (alice, r) = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.unwrap(), 1);
+    let total: i32 = alice
+        .query_one("SELECT total FROM orders WHERE id = 50", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 0);
+    alice
+        .batch_execute("UPDATE orders SET total = 50 WHERE id = 50")
+        .await
+        .unwrap();
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn hold_answers_denial_timeout_and_cancel_and_the_session_stays_usable() {
+    let j = Jitgate::start("on_missing_grant = \"hold\"\nhold_timeout = \"1s\"").await;
+    // Timeout: the request stays pending.
+    let (alice, _) = j.connect("alice").await;
+    let e = alice
+        .batch_execute("UPDATE orders SET total = 0 WHERE id = 51")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "57014");
+    assert!(
+        message(&e).contains("not decided within hold_timeout"),
+        "{e}"
+    );
+    assert_eq!(j.pending().await.len(), 1);
+    assert_eq!(
+        alice
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+    j.stop().await;
+
+    let j = Jitgate::start("on_missing_grant = \"hold\"\nhold_timeout = \"30s\"").await;
+    // Denied while held.
+    let (alice, _) = j.connect("alice").await;
+    let run = tokio::spawn(async move {
+        let r = alice
+            .batch_execute("UPDATE orders SET total = 0 WHERE id = 52")
+            .await;
+        (alice, r)
+    });
+    let id = loop {
+        if let Some(r) = j.pending().await.first() {
+            break r.id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    j.deny(id, "bob").await;
+    let (alice, r) = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .unwrap()
+        .unwrap();
+    let e = r.unwrap_err();
+    assert!(message(&e).contains("was denied by bob"), "{e}");
+    // Cancelled by the client while held (Ctrl-C in psql).
+    let token = alice.cancel_token();
+    let run = tokio::spawn(async move {
+        let r = alice
+            .batch_execute("UPDATE orders SET total = 0 WHERE id = 53")
+            .await;
+        (alice, r)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (alice, r) = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .unwrap()
+        .unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+    assert_eq!(
+        alice
+            .query_one("SELECT 2", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn approve_each_runs_exactly_the_approved_statement_once() {
+    let j = Jitgate::start("").await;
+    let (alice, _) = j.connect("alice").await;
+    let approved = "UPDATE payments SET amount = 0 WHERE id = 5";
+    let e = alice.batch_execute(approved).await.unwrap_err();
+    assert!(message(&e).contains("its own approval"), "{e}");
+    let pending = j.pending().await;
+    assert_eq!(pending[0].statement.as_deref(), Some(approved));
+    j.approve(pending[0].id, "bob").await;
+    assert!(j.until(Duration::from_secs(2), || j.member("alice")).await);
+    // Nothing else gains from it: another statement, even on the same table.
+    let e = alice
+        .batch_execute("UPDATE payments SET amount = 0 WHERE id = 6")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    let e = alice
+        .batch_execute("UPDATE orders SET total = 0 WHERE id = 6")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    alice.batch_execute(approved).await.unwrap();
+    // Once only; and the membership goes with it.
+    let e = alice.batch_execute(approved).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(j.until(Duration::from_secs(2), || !j.member("alice")).await);
+    let amount: i32 = alice
+        .query_one("SELECT amount FROM payments WHERE id = 5", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(amount, 0);
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn drift_is_revoked_before_serving_and_while_serving() {
+    let text = config_text("reconcile_interval = \"200ms\"");
+    let prefix = text
+        .lines()
+        .find_map(|l| l.strip_prefix("login_role_prefix = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    let mallory = format!("{prefix}mallory");
+    cluster()
+        .psql(
+            "app",
+            &format!("CREATE ROLE {mallory} LOGIN; GRANT app_write TO {mallory}"),
+        )
+        .unwrap();
+    let j = Jitgate::start_text(&text, None).await;
+    let held = |who: &str| {
+        cluster()
+            .psql(
+                "app",
+                &format!("SELECT pg_has_role('{who}', 'app_write', 'MEMBER')::text"),
+            )
+            .unwrap()
+            .contains("true")
+    };
+    assert!(!held(&mallory), "revoked before serving");
+    // A DBA's manual GRANT while serving: gone within the reconcile interval.
+    cluster()
+        .psql("app", &format!("GRANT app_write TO {mallory}"))
+        .unwrap();
+    assert!(j.until(Duration::from_secs(3), || !held(&mallory)).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let drift: Vec<_> = j
+        .audit_kinds()
+        .await
+        .into_iter()
+        .filter(|(k, _, _)| k == "alert.drift")
+        .collect();
+    assert_eq!(drift.len(), 2, "{drift:?}");
+    assert!(drift
+        .iter()
+        .all(|(_, sev, d)| sev == "alert" && d["login_role"] == mallory.as_str()));
+    j.stop().await;
+}
