@@ -22,6 +22,8 @@ fn demo_config(admin_url: &str, listen: &str, api_listen: &str, state: &str) -> 
 listen = "{listen}"
 api_listen = "{api_listen}"
 state = "{state}"
+# Short, so the demo shows the end of a grant: a warning 30 s before, then the role is gone.
+expiry_warning = "30s"
 
 [[database]]
 name = "app"
@@ -57,7 +59,7 @@ groups = ["engineers", "auditors"]
 name = "app_write"
 database = "app"
 requesters = ["engineers"]
-default_duration = "15m"
+default_duration = "2m"
 max_duration = "1h"
 reason_required = true
 chain = [{{ approvers = ["leads"], min = 1 }}]
@@ -82,25 +84,30 @@ pub async fn run(listen: String, api_listen: String) -> anyhow::Result<()> {
     let state = format!("sqlite://{}", state_dir.path().join("jitgate.db").display());
     let text = demo_config(&cluster.url("app"), &listen, &api_listen, &state);
     let config = config::Config::from_toml(&text).context("demo configuration")?;
+    let port = listen.rsplit(':').next().unwrap_or("6432");
     println!(
         "\njitgate demo is running: gateway on {listen}, HTTP API on http://{api_listen}, \
          PostgreSQL on 127.0.0.1:{}.\n\
          Users alice, bob and carol (password = user name) each log in as their own\n\
          login role (jit_alice, ...), which holds the baseline role app_read.\n\n\
-         Try, in another terminal:\n\
-         \x20 PGPASSWORD=alice psql \"host=127.0.0.1 port={} dbname=app user=alice\"\n\
-         \x20   app=> SELECT current_user, count(*) FROM orders GROUP BY 1;   -- runs as jit_alice\n\
-         \x20   app=> DELETE FROM orders WHERE id = 1;                         -- refused by the database: no write role\n\n\
-         And the approval flow (client commands talk to the HTTP API):\n\
-         \x20 export JITGATE_SERVER=http://{api_listen}\n\
-         \x20 jitgate request app_write --db app --for 30m --reason 'fix order 1' --user alice --password alice\n\
-         \x20 jitgate requests --user bob --password bob\n\
-         \x20 jitgate approve 1 --user bob --password bob\n\
-         \x20 jitgate grants --user alice --password alice\n\
-         \x20 jitgate audit verify --user carol --password carol\n\n\
+         The story, in two terminals:\n\n\
+         1. alice, in psql:\n\
+         \x20  PGPASSWORD=alice psql \"host=127.0.0.1 port={port} dbname=app user=alice\"\n\
+         \x20  app=> SELECT current_user, count(*) FROM orders GROUP BY 1;  -- a baseline read, as jit_alice\n\
+         \x20  app=> SET jitgate.reason = 'fix order 1';\n\
+         \x20  app=> DELETE FROM orders WHERE id = 1;   -- refused: jitgate files request 1 for app_write\n\n\
+         2. bob approves it (client commands talk to the HTTP API):\n\
+         \x20  export JITGATE_SERVER=http://{api_listen}\n\
+         \x20  jitgate requests --user bob --password bob\n\
+         \x20  jitgate approve 1 --user bob --password bob\n\n\
+         3. alice, in the same psql session:\n\
+         \x20  app=> DELETE FROM orders WHERE id = 1;   -- DELETE 1: app_write is granted for 2 minutes\n\
+         \x20  ... a WARNING 30 s before the end; after it:\n\
+         \x20  app=> DELETE FROM orders WHERE id = 2;   -- refused again (request 2)\n\n\
+         4. the record: jitgate audit verify --user carol --password carol\n\
+         \x20  (set on_missing_grant = \"hold\" to have the DELETE wait for the approval instead)\n\n\
          The demo configuration:\n\n{}\nPress Ctrl-C to stop; the cluster is removed.",
         cluster.port(),
-        listen.rsplit(':').next().unwrap_or("6432"),
         text.replace(cluster.password(), "********"),
     );
     crate::serve(config, &text, crate::shutdown_signal()).await?;

@@ -1,18 +1,13 @@
 //! End to end with the built binary: `policy check` exit codes, `serve` with
 //! JSON logs and a graceful SIGTERM, and `demo` answering psql.
 
+mod common;
+
+use common::*;
 use pgcluster::Cluster;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_jitgate");
-
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
-    let p = dir.path().join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
 
 #[test]
 fn policy_check_exit_codes() {
@@ -57,34 +52,6 @@ fn policy_check_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
-}
-
-fn free_port() -> u16 {
-    pgcluster::free_port().unwrap()
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn sigterm(child: &Child) {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -200,13 +167,20 @@ fn demo_serves_psql_as_the_login_role() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "jit_alice|500");
-    let out = Command::new("psql")
-        .args(["-X", "-c", "DELETE FROM orders WHERE id = 1"])
-        .arg(format!("host=127.0.0.1 port={port} dbname=app user=alice"))
-        .env("PGPASSWORD", "alice")
+    // The story: refused with a request, approved by bob, then it runs.
+    let mut alice = Psql::connect(port, "alice", "alice");
+    alice.run("SET jitgate.reason = 'fix order 1';");
+    let o = alice.run("DELETE FROM orders WHERE id = 1;");
+    assert!(o.contains("request 1"), "{o}");
+    let approve = Command::new(BIN)
+        .args(["approve", "1", "--user", "bob", "--password", "bob"])
+        .args(["--server", &format!("http://127.0.0.1:{api_port}")])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
+    assert!(approve.status.success(), "{}", common::out(&approve));
+    let o = alice.run("DELETE FROM orders WHERE id = 1;");
+    assert!(o.contains("DELETE 1"), "{o}");
+    drop(alice); // an open session would get shutdown_timeout (30 s) to finish
     sigterm(&running.0);
     let mut running = running;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -218,30 +192,6 @@ fn demo_serves_psql_as_the_login_role() {
         assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn cli(api_port: u16, args: &[&str], user: &str) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .args([
-            "--server",
-            &format!("http://127.0.0.1:{api_port}"),
-            "--user",
-            user,
-            "--password",
-            &format!("{user}-pw"),
-        ])
-        .env_remove("JITGATE_SERVER")
-        .output()
-        .unwrap()
-}
-
-fn out(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The access-model story through the CLI and a real `jitgate serve`.

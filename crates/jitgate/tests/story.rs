@@ -1,0 +1,271 @@
+//! The whole product story, end to end, with the built binary, a real psql
+//! session and the CLI: a refused DELETE files a request, bob approves it with
+//! `jitgate approve`, the DELETE runs in the same psql session, the grant
+//! expires with warnings, and the DELETE is refused again — in `reject` and
+//! in `hold` mode. And a gateway killed with -9 leaves no role behind once it
+//! is back.
+
+mod common;
+
+use common::*;
+use pgcluster::Cluster;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn cluster() -> &'static Cluster {
+    static READY: OnceLock<()> = OnceLock::new();
+    let c = Cluster::shared();
+    READY.get_or_init(|| {
+        c.psql("postgres", "CREATE DATABASE app").unwrap();
+        c.psql(
+            "app",
+            "CREATE ROLE app_read NOLOGIN; CREATE ROLE app_write NOLOGIN;
+             CREATE TABLE orders (id int PRIMARY KEY, total int);
+             INSERT INTO orders SELECT i, i FROM generate_series(1, 100) i;
+             GRANT USAGE ON SCHEMA public TO app_read, app_write;
+             GRANT SELECT ON orders TO app_read;
+             GRANT DELETE, UPDATE, INSERT ON orders TO app_write;",
+        )
+        .unwrap();
+    });
+    c
+}
+
+struct Serve {
+    port: u16,
+    api_port: u16,
+    cfg: std::path::PathBuf,
+    running: Option<Running>,
+    _dir: tempfile::TempDir,
+}
+
+impl Serve {
+    fn start(prefix: &str, gateway_extra: &str, duration: &str) -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, api_port) = (free_port(), free_port());
+        let cfg = write(
+            &dir,
+            "jitgate.toml",
+            &format!(
+                r#"[gateway]
+listen = "127.0.0.1:{port}"
+api_listen = "127.0.0.1:{api_port}"
+state = "sqlite://{state}"
+login_role_prefix = "{prefix}"
+shutdown_timeout = "1s"
+{gateway_extra}
+
+[[database]]
+name = "app"
+admin_url = "{url}"
+baseline_roles = ["app_read"]
+tls = "disable"
+
+[[group]]
+name = "engineers"
+[[group]]
+name = "leads"
+[[group]]
+name = "auditors"
+
+[[user]]
+name = "alice"
+password = "alice-pw"
+groups = ["engineers"]
+[[user]]
+name = "bob"
+password = "bob-pw"
+groups = ["leads"]
+[[user]]
+name = "carol"
+password = "carol-pw"
+groups = ["auditors"]
+
+[[role]]
+name = "app_write"
+database = "app"
+requesters = ["engineers"]
+default_duration = "{duration}"
+reason_required = true
+chain = [{{ approvers = ["leads"], min = 1 }}]
+
+[[rule]]
+database = "app"
+actions = ["write"]
+objects = ["public.*"]
+role = "app_write"
+"#,
+                state = dir.path().join("state.db").display(),
+                url = cluster().url("app"),
+            ),
+        );
+        let mut s = Serve {
+            port,
+            api_port,
+            cfg,
+            running: None,
+            _dir: dir,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        self.running = Some(Running(
+            Command::new(BIN)
+                .args(["serve", "--config"])
+                .arg(&self.cfg)
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+        wait_for_port(self.port);
+    }
+
+    fn kill_9(&mut self) {
+        let r = self.running.take().unwrap();
+        Command::new("kill")
+            .args(["-KILL", &r.0.id().to_string()])
+            .status()
+            .unwrap();
+        drop(r);
+    }
+
+    fn cli(&self, args: &[&str], user: &str) -> std::process::Output {
+        cli(self.api_port, args, user)
+    }
+}
+
+fn member(login_role: &str) -> bool {
+    cluster()
+        .psql(
+            "app",
+            &format!("SELECT pg_has_role('{login_role}', 'app_write', 'MEMBER')::text"),
+        )
+        .unwrap()
+        .contains("true")
+}
+
+#[test]
+fn story_in_reject_mode() {
+    let s = Serve::start("r_", "expiry_warning = \"3s\"", "5s");
+    let mut alice = Psql::connect(s.port, "alice", "alice-pw");
+    let o = alice.run("DELETE FROM orders WHERE id = 1;");
+    assert!(o.contains("SET jitgate.reason"), "{o}");
+    alice.run("SET jitgate.reason = 'fix order 1';");
+    let o = alice.run("DELETE FROM orders WHERE id = 1;");
+    for part in [
+        "ERROR",
+        "\"app_write\"",
+        "request 1",
+        "leads (bob)",
+        "jitgate approve 1",
+    ] {
+        assert!(o.contains(part), "{part:?} missing from: {o}");
+    }
+    let o = s.cli(&["approve", "1", "--comment", "go"], "bob");
+    assert!(o.status.success(), "{}", out(&o));
+    let approved_at = Instant::now();
+    // The same psql session, no reconnect.
+    let o = alice.run("DELETE FROM orders WHERE id = 1;");
+    assert!(o.contains("DELETE 1"), "{o}");
+    assert!(member("r_alice"));
+    // Expiry: a warning before, a notice at the end, and refused again.
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(approved_at.elapsed()));
+    let o = alice.run("DELETE FROM orders WHERE id = 2;");
+    assert!(o.contains("ends in"), "{o}");
+    assert!(o.contains("has expired"), "{o}");
+    assert!(o.contains("request 2"), "{o}");
+    assert!(!member("r_alice"), "revoked in the database");
+    let o = s.cli(&["audit", "verify"], "carol");
+    assert!(o.status.success(), "{}", out(&o));
+    let o = s.cli(&["audit", "export"], "carol");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for k in [
+        "request.filed",
+        "statement.refused",
+        "request.approved",
+        "grant.started",
+        "grant.applied",
+        "statement.run",
+        "grant.removed",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+}
+
+#[test]
+fn story_in_hold_mode() {
+    let s = Serve::start(
+        "h_",
+        "on_missing_grant = \"hold\"\nhold_timeout = \"30s\"",
+        "1m",
+    );
+    let mut alice = Psql::connect(s.port, "alice", "alice-pw");
+    alice.run("SET jitgate.reason = 'fix order 3';");
+    let marker = alice.send("DELETE FROM orders WHERE id = 3;");
+    // The statement is held; bob finds the request and approves it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let o = s.cli(&["requests", "--state", "pending", "--json"], "bob");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if let Some(id) = v.get(0).and_then(|r| r["id"].as_i64()) {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no request filed: {}", out(&o));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let o = s.cli(&["approve", &id.to_string()], "bob");
+    assert!(o.status.success(), "{}", out(&o));
+    let o = alice.wait(&marker, Duration::from_secs(10));
+    assert!(o.contains("holding this statement"), "{o}");
+    assert!(o.contains("DELETE 1"), "{o}");
+    let o = alice.run("SELECT count(*) FROM orders WHERE id = 3;");
+    assert!(o.contains(" 0\n"), "{o}");
+}
+
+#[test]
+fn killed_gateway_leaves_no_role_behind_after_restart() {
+    let mut s = Serve::start("k_", "", "2s");
+    let o = s.cli(
+        &[
+            "request",
+            "app_write",
+            "--db",
+            "app",
+            "--reason",
+            "r",
+            "--for",
+            "2s",
+        ],
+        "alice",
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let o = s.cli(&["approve", "1"], "bob");
+    assert!(o.status.success(), "{}", out(&o));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !member("k_alice") {
+        assert!(Instant::now() < deadline, "never granted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.kill_9();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        member("k_alice"),
+        "nobody revoked while the gateway was down"
+    );
+    s.spawn();
+    let serving = Instant::now();
+    while member("k_alice") {
+        assert!(
+            serving.elapsed() < Duration::from_secs(1),
+            "still a member 1 s after serving again"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
