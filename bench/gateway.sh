@@ -52,7 +52,8 @@ export PGPASSWORD=$PW
 psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres -c "CREATE DATABASE bench" postgres
 pgbench -q -i -s 10 -h 127.0.0.1 -p "$PGPORT" -U postgres bench >/dev/null 2>&1
 psql -q -h 127.0.0.1 -p "$PGPORT" -U postgres bench -c \
-  "CREATE ROLE bench_read; GRANT SELECT ON ALL TABLES IN SCHEMA public TO bench_read;"
+  "CREATE ROLE bench_read; GRANT SELECT ON ALL TABLES IN SCHEMA public TO bench_read;
+   CREATE ROLE bench_write; GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO bench_write;"
 
 # pgbouncer, session mode, SCRAM toward clients and the server (same as jitgate).
 cat > "$work/userlist.txt" <<U
@@ -76,9 +77,12 @@ B
 as_pg setsid pgbouncer "$work/pgbouncer.ini" >/dev/null 2>&1 &
 pids+=($!)
 
+# Classification and policy on: a managed write role and a rule, as in production.
 cat > "$work/jitgate.toml" <<J
 [gateway]
 listen = "127.0.0.1:$JPORT"
+api_listen = "127.0.0.1:$(free_port)"
+state = "sqlite://$work/state.db"
 log_format = "plain"
 worker_threads = ${WORKERS:-1}
 [[database]]
@@ -86,9 +90,28 @@ name = "bench"
 admin_url = "postgres://postgres:$PW@127.0.0.1:$PGPORT/bench"
 baseline_roles = ["bench_read"]
 tls = "disable"
+[[group]]
+name = "dev"
+[[group]]
+name = "leads"
 [[user]]
 name = "postgres"
 password = "$PW"
+groups = ["dev"]
+[[user]]
+name = "lead"
+password = "$PW"
+groups = ["leads"]
+[[role]]
+name = "bench_write"
+database = "bench"
+requesters = ["dev"]
+chain = [{ approvers = ["leads"], min = 1 }]
+[[rule]]
+database = "bench"
+actions = ["write"]
+objects = ["public.*"]
+role = "bench_write"
 J
 JITGATE_LOG=warn setsid "$JITGATE" serve --config "$work/jitgate.toml" 2>"$work/jitgate.log" &
 pids+=($!)

@@ -89,7 +89,13 @@ impl HookState {
         let is_builtin = |f: &str| builtins.as_ref().is_some_and(|b| b.names.contains(f));
         match statement {
             Statement::Simple(text) | Statement::Parse(text) => {
-                let c = self.cache.get_or(text, |t| Arc::new(classify(t)));
+                let masked = crate::cache::mask_numbers(text);
+                let mut c = self
+                    .cache
+                    .get_or(masked.as_deref().unwrap_or(text), |t| Arc::new(classify(t)));
+                if c.is_err() && masked.is_some() {
+                    c = Arc::new(classify(text));
+                }
                 match &*c {
                     Ok(a) if a.kind < ActionKind::Call && a.calls_user_function(is_builtin) => {
                         Arc::new(Ok(a.clone().with_calls(is_builtin)))
@@ -166,15 +172,25 @@ impl HookState {
         );
     }
 
-    fn held_roles(&self, s: &Session, now: Time) -> (BTreeSet<String>, BTreeSet<String>) {
-        let granted = if self.grants.has_any(&s.user, &s.database) {
+    /// The rules' verdict for a user holding the database's baseline roles
+    /// and `granted` (no allocation when nothing is granted: the common case).
+    fn decide(&self, s: &Session, action: &Action, granted: &BTreeSet<String>) -> RuleVerdict {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        let baseline = self.baseline.get(&s.database).unwrap_or(&NONE);
+        if granted.is_empty() {
+            return self.rules.decide(&s.database, action, baseline);
+        }
+        let mut held = baseline.clone();
+        held.extend(granted.iter().cloned());
+        self.rules.decide(&s.database, action, &held)
+    }
+
+    fn granted(&self, s: &Session, now: Time) -> BTreeSet<String> {
+        if self.grants.has_any(&s.user, &s.database) {
             self.grants.roles(&s.user, &s.database, now)
         } else {
             BTreeSet::new()
-        };
-        let mut held = self.baseline.get(&s.database).cloned().unwrap_or_default();
-        held.extend(granted.iter().cloned());
-        (held, granted)
+        }
     }
 }
 
@@ -213,8 +229,8 @@ impl StatementHook for PolicyHook {
             session.notes.lock().unwrap().reason = Some(reason.clone());
         }
         let now = st.clock.now();
-        let (held, granted) = st.held_roles(session, now);
-        match st.rules.decide(&session.database, action, &held) {
+        let granted = st.granted(session, now);
+        match st.decide(session, action, &granted) {
             RuleVerdict::Allow if granted.is_empty() => Check::Allow,
             RuleVerdict::Allow => {
                 let lent: Vec<&str> = st

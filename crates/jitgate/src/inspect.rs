@@ -21,7 +21,7 @@ pub fn explain(cfg: &Config, db: &str, sql: &str, as_json: bool) -> anyhow::Resu
         .map_err(|e| anyhow::anyhow!("{e}; jitgate refuses statements it cannot read"))?;
     let verdict = Rules::from_config(cfg).decide(db, &action, &BTreeSet::new());
     let chain: Vec<Value> = match &verdict {
-        Verdict::NeedsRole(role) => policy
+        Verdict::NeedsRole(role) | Verdict::ApproveEach(role) => policy
             .role(role)
             .map(|r| {
                 r.chain

@@ -142,6 +142,8 @@ impl Rules {
     }
 
     /// The verdict for `action` on `database`, for a user holding `active_roles`.
+    /// (One pass over the matching rules, no allocation on the way to Allow:
+    /// this runs for every statement.)
     pub fn decide(
         &self,
         database: &str,
@@ -153,30 +155,33 @@ impl Rules {
                 "the statement could change the session's identity (SET ROLE and the like)".into(),
             );
         }
-        let matching: Vec<&Rule> = self.matching(database, action).collect();
-        if matching.iter().any(|r| r.outcome == Outcome::Deny) {
-            return Verdict::Deny(format!(
-                "{} statements on these objects are denied by policy",
-                action.kind.as_str()
-            ));
+        let mut approve_each: Option<&String> = None;
+        let mut missing: Option<&String> = None;
+        let mut needs_any = false;
+        for r in self.matching(database, action) {
+            match &r.outcome {
+                Outcome::Deny => {
+                    return Verdict::Deny(format!(
+                        "{} statements on these objects are denied by policy",
+                        action.kind.as_str()
+                    ))
+                }
+                Outcome::ApproveEach(role) => approve_each = approve_each.or(Some(role)),
+                Outcome::Role(role) => {
+                    needs_any = true;
+                    if missing.is_none() && !active_roles.contains(role) {
+                        missing = Some(role);
+                    }
+                }
+            }
         }
-        if let Some(role) = matching.iter().find_map(|r| match &r.outcome {
-            Outcome::ApproveEach(role) => Some(role),
-            _ => None,
-        }) {
+        if let Some(role) = approve_each {
             return Verdict::ApproveEach(role.clone());
         }
-        let needed: Vec<&String> = matching
-            .iter()
-            .filter_map(|r| match &r.outcome {
-                Outcome::Role(role) => Some(role),
-                _ => None,
-            })
-            .collect();
-        if let Some(missing) = needed.iter().find(|r| !active_roles.contains(**r)) {
-            return Verdict::NeedsRole((*missing).clone());
+        if let Some(role) = missing {
+            return Verdict::NeedsRole(role.clone());
         }
-        if needed.is_empty()
+        if !needs_any
             && matches!(
                 action.kind,
                 ActionKind::Admin | ActionKind::Call | ActionKind::Unknown
