@@ -360,10 +360,24 @@ impl Enforcer {
         }
     }
 
-    /// Revokes memberships of managed roles that no applied grant backs.
+    /// Revokes memberships of managed roles that no active grant backs (active
+    /// in the store: gateways sharing a store never revoke what another one
+    /// has just granted).
     pub async fn reconcile(&mut self) -> Result<(), EnforceError> {
-        let backed: HashSet<Membership> =
-            self.applied.values().map(|g| self.membership(g)).collect();
+        let now = self.hook.clock.now();
+        let active = self
+            .hook
+            .store
+            .grants(&GrantFilter {
+                user: None,
+                active_only: true,
+            })
+            .await?;
+        let backed: HashSet<Membership> = active
+            .iter()
+            .filter(|g| g.is_active(now))
+            .map(|g| self.membership(&ActiveGrant::from(g)))
+            .collect();
         let prefix = self.hook.config.gateway.login_role_prefix.clone();
         for db in &self.hook.config.databases {
             let managed: Vec<String> = self
@@ -391,7 +405,6 @@ impl Enforcer {
                 continue;
             }
             database::revoke(admin, &drift).await.map_err(err)?;
-            let now = self.hook.clock.now();
             for m in &drift {
                 tracing::warn!(database = %db.name, role = %m.role, login_role = %m.login_role, "revoked a membership no grant backs");
                 self.audit(

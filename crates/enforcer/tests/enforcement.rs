@@ -307,3 +307,53 @@ async fn revoke_takes_effect_at_once() {
         .any(|(k, _, d)| k == "grant.removed" && d["ended"] == "revoked"));
     j.stop().await;
 }
+
+#[tokio::test]
+async fn finish_statement_lets_the_running_statement_complete() {
+    let j = Jitgate::start("on_expiry = \"finish_statement\"").await;
+    let (alice, _) = j.connect("alice").await;
+    short_grant(&j, 2).await;
+    alice
+        .batch_execute("UPDATE orders SET total = 0 WHERE id = 60 AND pg_sleep(3) IS NOT NULL")
+        .await
+        .unwrap();
+    let total: i32 = alice
+        .query_one("SELECT total FROM orders WHERE id = 60", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 0, "finished and committed");
+    assert!(!j.member("alice"));
+    let e = alice
+        .batch_execute("UPDATE orders SET total = 60 WHERE id = 60")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    cluster()
+        .psql("app", "UPDATE orders SET total = 60 WHERE id = 60")
+        .unwrap();
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn audit_can_redact_literals() {
+    let j = Jitgate::start("redact_literals = true").await;
+    let (alice, _) = j.connect("alice").await;
+    alice
+        .batch_execute("DELETE FROM orders WHERE total = 4242 AND 'secret-ish' <> ''")
+        .await
+        .unwrap_err();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let audit = j.audit_kinds().await;
+    let refused = audit
+        .iter()
+        .find(|(k, _, _)| k == "statement.refused")
+        .expect("audited");
+    let text = refused.2["text"].as_str().unwrap();
+    assert!(
+        !text.contains("4242") && !text.contains("secret-ish"),
+        "{text}"
+    );
+    assert!(text.contains("$1") && text.contains("$2"), "{text}");
+    j.stop().await;
+}
