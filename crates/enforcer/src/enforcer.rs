@@ -123,21 +123,26 @@ impl Enforcer {
         tokio::time::Instant::now() + wait
     }
 
-    pub async fn step(&mut self) -> Result<(), EnforceError> {
-        let now = self.hook.clock.now();
-        let active = self
+    /// The grants active in the store at `now`, by id.
+    async fn active_in_store(&self, now: Time) -> Result<HashMap<i64, ActiveGrant>, EnforceError> {
+        let filter = GrantFilter {
+            user: None,
+            active_only: true,
+        };
+        Ok(self
             .hook
             .store
-            .grants(&GrantFilter {
-                user: None,
-                active_only: true,
-            })
-            .await?;
-        let desired: HashMap<i64, ActiveGrant> = active
+            .grants(&filter)
+            .await?
             .iter()
             .filter(|g| g.is_active(now))
             .map(|g| (g.id, ActiveGrant::from(g)))
-            .collect();
+            .collect())
+    }
+
+    pub async fn step(&mut self) -> Result<(), EnforceError> {
+        let now = self.hook.clock.now();
+        let desired = self.active_in_store(now).await?;
         let ended: Vec<ActiveGrant> = self
             .applied
             .values()
@@ -365,18 +370,11 @@ impl Enforcer {
     /// has just granted).
     pub async fn reconcile(&mut self) -> Result<(), EnforceError> {
         let now = self.hook.clock.now();
-        let active = self
-            .hook
-            .store
-            .grants(&GrantFilter {
-                user: None,
-                active_only: true,
-            })
-            .await?;
-        let backed: HashSet<Membership> = active
-            .iter()
-            .filter(|g| g.is_active(now))
-            .map(|g| self.membership(&ActiveGrant::from(g)))
+        let backed: HashSet<Membership> = self
+            .active_in_store(now)
+            .await?
+            .values()
+            .map(|g| self.membership(g))
             .collect();
         let prefix = self.hook.config.gateway.login_role_prefix.clone();
         for db in &self.hook.config.databases {
