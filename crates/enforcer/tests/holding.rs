@@ -197,3 +197,35 @@ async fn drift_is_revoked_before_serving_and_while_serving() {
         .all(|(_, sev, d)| sev == "alert" && d["login_role"] == mallory.as_str()));
     j.stop().await;
 }
+
+#[tokio::test]
+async fn a_held_statement_never_runs_for_a_client_that_left() {
+    let j = Jitgate::start("on_missing_grant = \"hold\"\nhold_timeout = \"30s\"").await;
+    let mut psql = std::process::Command::new("psql")
+        .args(["-X", "-c", "UPDATE orders SET total = 0 WHERE id = 54"])
+        .arg(format!(
+            "host=127.0.0.1 port={} dbname=app user=alice",
+            j.addr.port()
+        ))
+        .env("PGPASSWORD", PW)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = loop {
+        if let Some(r) = j.pending().await.first() {
+            break r.id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    psql.kill().unwrap();
+    psql.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    j.approve(id, "bob").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let total = cluster()
+        .psql("app", "SELECT total FROM orders WHERE id = 54")
+        .unwrap();
+    assert_eq!(total.trim(), "54", "the held UPDATE did not run");
+    j.stop().await;
+}

@@ -78,7 +78,9 @@ impl CancelRegistry {
             return false;
         };
         if let Some(session) = t.session.as_ref().and_then(Weak::upgrade) {
-            session.client_cancelled();
+            if !session.client_cancelled() {
+                return true;
+            }
         }
         send_cancel(&t.addr, pid, t.upstream_secret).await
     }

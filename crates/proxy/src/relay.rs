@@ -172,7 +172,7 @@ impl Relay<'_> {
             Check::Refuse(e) => Verdict::Refuse(e),
             Check::Wait(f) => {
                 pending.flush().await;
-                f.await
+                pending.await_watching_client(f).await
             }
         }
     }
@@ -245,6 +245,8 @@ impl Relay<'_> {
     ) -> Result<(), Ending> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut out = BytesMut::new();
+        // Bytes the client sent while a statement was held.
+        let mut later = BytesMut::new();
         let mut passthrough = 0usize;
         // After a refused Parse the server discards everything up to Sync;
         // so do we (nothing is shown to the hook that the server won't run).
@@ -356,6 +358,9 @@ impl Relay<'_> {
                         let body = &buf[pos + Header::SIZE..end];
                         let mut pending = Pending {
                             server: &mut server,
+                            client: &mut client,
+                            later: &mut later,
+                            client_gone: false,
                             out: &mut out,
                             before: &buf[start..pos],
                             progress: p,
@@ -371,6 +376,19 @@ impl Relay<'_> {
                         let (flushed, error) = (pending.flushed, pending.error.take());
                         if let Some(e) = error {
                             return Err(Ending::ServerIo(e));
+                        }
+                        if pending.client_gone {
+                            // Never run a held statement for a client that left.
+                            return Err(Ending::ClientIo(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "client left while its statement was held",
+                            )));
+                        }
+                        // What the client sent while we waited comes after
+                        // everything already in the buffer.
+                        if !later.is_empty() {
+                            buf.extend_from_slice(&later);
+                            later.clear();
                         }
                         if flushed {
                             start = pos;
@@ -568,6 +586,9 @@ impl Relay<'_> {
 /// before the hook's answer is awaited (see [`Relay::ask`]).
 struct Pending<'w, 'b> {
     server: &'w mut WriteHalf<'b>,
+    client: &'w mut ReadHalf<'b>,
+    later: &'w mut BytesMut,
+    client_gone: bool,
     out: &'w mut BytesMut,
     before: &'w [u8],
     progress: &'w Progress,
@@ -577,7 +598,42 @@ struct Pending<'w, 'b> {
     error: Option<std::io::Error>,
 }
 
+/// While a statement is held, at most this much of what the client sends
+/// next is read ahead (to notice it leaving); beyond it, reading pauses.
+const HELD_READ_AHEAD: usize = 1 << 20;
+
 impl Pending<'_, '_> {
+    /// Awaits a deferred verdict while watching the client: if it leaves, the
+    /// statement must not run later for nobody.
+    async fn await_watching_client(&mut self, f: crate::hook::VerdictFuture) -> Verdict {
+        self.session.set_holding(true);
+        let v = self.watch(f).await;
+        self.session.set_holding(false);
+        v
+    }
+
+    async fn watch(&mut self, f: crate::hook::VerdictFuture) -> Verdict {
+        tokio::pin!(f);
+        loop {
+            if self.later.len() >= HELD_READ_AHEAD {
+                return f.await;
+            }
+            if self.later.capacity() - self.later.len() < 1024 {
+                self.later.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                v = &mut f => return v,
+                r = self.client.read_buf(self.later) => match r {
+                    Ok(0) | Err(_) => {
+                        self.client_gone = true;
+                        return Verdict::Refuse(ErrorFields::error("08006", "client left"));
+                    }
+                    Ok(_) => {}
+                },
+            }
+        }
+    }
+
     async fn flush(&mut self) {
         if self.flushed {
             return;

@@ -50,6 +50,8 @@ pub struct Session {
     tx_status: AtomicU8,
     /// Whether the server is working on something the client sent.
     busy: AtomicBool,
+    /// Whether the gateway holds a statement (waiting for a decision).
+    holding: AtomicBool,
     /// Client cancel requests seen (held statements watch it).
     cancels: AtomicU64,
     cancelled: Notify,
@@ -104,6 +106,7 @@ impl Session {
             poisoned: AtomicBool::new(false),
             tx_status: AtomicU8::new(b'I'),
             busy: AtomicBool::new(false),
+            holding: AtomicBool::new(false),
             cancels: AtomicU64::new(0),
             cancelled: Notify::new(),
             readies: AtomicU64::new(0),
@@ -221,10 +224,17 @@ impl Session {
         }
     }
 
-    /// A client CancelRequest arrived for this session.
-    pub(crate) fn client_cancelled(&self) {
+    /// A client CancelRequest arrived for this session. Returns whether to
+    /// forward it upstream: not when the only thing running is a statement
+    /// the gateway holds (the server would cancel whatever comes next).
+    pub(crate) fn client_cancelled(&self) -> bool {
         self.cancels.fetch_add(1, Relaxed);
         self.cancelled.notify_waiters();
+        !(self.holding.load(Relaxed) && !self.busy.load(Relaxed))
+    }
+
+    pub(crate) fn set_holding(&self, holding: bool) {
+        self.holding.store(holding, Relaxed);
     }
 
     /// Completes when the client sends a CancelRequest after this call.
