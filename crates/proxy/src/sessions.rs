@@ -230,7 +230,7 @@ impl Session {
     pub(crate) fn client_cancelled(&self) -> bool {
         self.cancels.fetch_add(1, Relaxed);
         self.cancelled.notify_waiters();
-        !(self.holding.load(Relaxed) && !self.busy.load(Relaxed))
+        !self.holding.load(Relaxed) || self.busy.load(Relaxed)
     }
 
     pub(crate) fn set_holding(&self, holding: bool) {
