@@ -45,7 +45,7 @@ pub struct AppState {
     pub decoy_salt: [u8; 16],
     /// Notified after every change made through the API or the lifecycle
     /// tick (the enforcer listens, so an approval reaches the gateway at once).
-    pub changed: Arc<tokio::sync::Notify>,
+    pub changed: Arc<store::Changes>,
 }
 
 impl AppState {
@@ -63,7 +63,7 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             login_attempts: auth::LoginAttempts::default(),
             decoy_salt: rand::random(),
-            changed: Arc::new(tokio::sync::Notify::new()),
+            changed: Arc::new(store::Changes::default()),
         })
     }
 
@@ -95,7 +95,7 @@ async fn notify_changes(
     let mutating = request.method() != axum::http::Method::GET;
     let response = next.run(request).await;
     if mutating && response.status().is_success() {
-        state.changed.notify_one();
+        state.changed.changed();
     }
     response
 }
@@ -117,7 +117,7 @@ pub async fn serve(
                 match store::service::tick(&*state.store, &state.policy, now).await {
                     Ok(report) if report != Default::default() => {
                         tracing::info!(?report, "lifecycle tick");
-                        state.changed.notify_one();
+                        state.changed.changed();
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "lifecycle tick failed"),

@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Arc::new(Config::from_toml(&text)?);
     let policy = Arc::new(Policy::from_config(&config)?);
     let store = store::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await?;
-    let changed = Arc::new(tokio::sync::Notify::new());
+    let changed = Arc::new(store::Changes::default());
     let clock: Arc<dyn Clock> = Arc::new(policy::clock::SystemClock);
     let runtime = enforcer::Runtime::start(
         config.clone(),
@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
             .id;
         let start = std::time::Instant::now();
         store::service::decide(&*store, &policy, id, "lead", true, "", Utc::now()).await?;
-        changed.notify_one(); // what the HTTP API does after a decision
+        changed.changed(); // what the HTTP API does after a decision
         while let Err(e) = client.batch_execute(&sql).await {
             anyhow::ensure!(
                 start.elapsed() < Duration::from_secs(10),
@@ -142,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
         let (_, g) =
             store::service::decide(&*store, &policy, r.id, "lead", true, "", Utc::now()).await?;
         expires.insert(format!("x_{user}"), g.unwrap().expires_at);
-        changed.notify_one();
+        changed.changed();
     }
     let spread =
         expires.values().max().unwrap().timestamp() - expires.values().min().unwrap().timestamp();

@@ -74,7 +74,7 @@ async fn approved_but_not_applied(st: &HookState, s: &Session, role: &str) -> bo
     if !in_store {
         return false;
     }
-    st.changed.notify_one();
+    st.changed.changed();
     let mut changes = st.grants.subscribe();
     let deadline = tokio::time::Instant::now() + APPLY_WAIT;
     loop {
@@ -146,7 +146,7 @@ async fn file(
         ))
     })?;
     if new {
-        st.changed.notify_one();
+        st.changed.changed();
     }
     let approvers = approvers(st, &stored.value);
     Ok(Filed {
@@ -308,6 +308,6 @@ pub fn end_statement_grant_when_idle(st: Arc<HookState>, s: Arc<Session>, grant:
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, grant, "ending a used statement grant"),
         }
-        st.changed.notify_one();
+        st.changed.changed();
     });
 }

@@ -20,7 +20,6 @@ use proxy::{Check, Session, Statement, StatementHook};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use store::Store;
-use tokio::sync::Notify;
 use wire::backend::ErrorFields;
 
 /// The built-in functions of one database (`pg_proc` rows below
@@ -41,7 +40,7 @@ pub struct HookState {
     pub grants: Arc<GrantTable>,
     pub audit: AuditSink,
     /// Poked when a request is filed or a statement grant used (the enforcer listens).
-    pub changed: Arc<Notify>,
+    pub changed: Arc<store::Changes>,
     pub builtins: RwLock<HashMap<String, Arc<Builtins>>>,
     cache: Cache,
     baseline: HashMap<String, BTreeSet<String>>,
@@ -55,7 +54,7 @@ impl HookState {
         clock: Arc<dyn Clock>,
         grants: Arc<GrantTable>,
         audit: AuditSink,
-        changed: Arc<Notify>,
+        changed: Arc<store::Changes>,
     ) -> HookState {
         let baseline = config
             .databases

@@ -7,7 +7,6 @@ use config::Config;
 use policy::{Clock, Policy};
 use std::sync::Arc;
 use store::Store;
-use tokio::sync::Notify;
 
 pub struct Runtime {
     pub gateway: proxy::Gateway,
@@ -33,7 +32,7 @@ impl Runtime {
         policy: Arc<Policy>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        changed: Arc<Notify>,
+        changed: Arc<store::Changes>,
     ) -> Result<Runtime, StartError> {
         let (audit, writer) = AuditSink::new(store.clone());
         let audit_writer = tokio::spawn(writer);

@@ -14,11 +14,13 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod changes;
 pub mod postgres;
 pub mod service;
 pub mod sqlite;
 
 pub use audit::{AuditEvent, AuditRecord, Severity, Verification};
+pub use changes::Changes;
 use policy::{Grant, Request, Time};
 
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use store::Store;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 pub const PW: &str = "pw";
@@ -129,7 +129,7 @@ pub struct Jitgate {
     pub config: Arc<Config>,
     pub policy: Arc<Policy>,
     pub store: Arc<dyn Store>,
-    pub changed: Arc<Notify>,
+    pub changed: Arc<store::Changes>,
     pub shared: Arc<proxy::Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
@@ -149,7 +149,7 @@ impl Jitgate {
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
         let url = format!("sqlite://{}", dir.path().join("state.db").display());
         let store = store::open(&url).await.expect("store");
-        let changed = Arc::new(Notify::new());
+        let changed = Arc::new(store::Changes::default());
         let clock: Arc<dyn Clock> = Arc::new(policy::clock::SystemClock);
         let runtime = Runtime::start(
             config.clone(),
@@ -240,7 +240,7 @@ impl Jitgate {
         )
         .await
         .expect("decides");
-        self.changed.notify_one();
+        self.changed.changed();
         grant.expect("approved")
     }
 
@@ -256,7 +256,7 @@ impl Jitgate {
         )
         .await
         .expect("decides");
-        self.changed.notify_one();
+        self.changed.changed();
     }
 
     pub async fn revoke(&self, grant: i64) {
@@ -270,7 +270,7 @@ impl Jitgate {
         )
         .await
         .expect("revokes");
-        self.changed.notify_one();
+        self.changed.changed();
     }
 
     pub async fn pending(&self) -> Vec<policy::Request> {
