@@ -128,6 +128,11 @@ pub trait Store: Send + Sync {
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
     /// Every audit record in order (for verify and export).
     async fn audit_all(&self) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Audit records after sequence number `after`, oldest first, at most `limit`.
+    async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+    /// A named, durable position (e.g. how far a webhook has delivered); 0 if unset.
+    async fn cursor(&self, name: &str) -> Result<i64, StoreError>;
+    async fn set_cursor(&self, name: &str, value: i64) -> Result<(), StoreError>;
     async fn insert_token(
         &self,
         hash: &str,

@@ -327,6 +327,41 @@ impl Store for PgStore {
         rows.iter().map(to_record).collect()
     }
 
+    async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(
+                "SELECT seq, at, kind, severity, actor, subject, detail, prev_hash, hash FROM audit \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &limit],
+            )
+            .await?;
+        rows.iter().map(to_record).collect()
+    }
+
+    async fn cursor(&self, name: &str) -> Result<i64, StoreError> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_opt(
+                "SELECT value FROM counters WHERE name = $1",
+                &[&format!("cursor:{name}")],
+            )
+            .await?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+
+    async fn set_cursor(&self, name: &str, value: i64) -> Result<(), StoreError> {
+        let client = self.client.lock().await;
+        client
+            .execute(
+                "INSERT INTO counters (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                &[&format!("cursor:{name}"), &value],
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn audit_all(&self) -> Result<Vec<AuditRecord>, StoreError> {
         let client = self.client.lock().await;
         let rows = client

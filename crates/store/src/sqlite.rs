@@ -359,6 +359,45 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        self.run(move |conn| {
+            let rows: Vec<RawAudit> = conn
+                .prepare("SELECT seq, at, kind, severity, actor, subject, detail, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
+                .query_map(params![after, limit], audit_row)?
+                .collect::<Result<_, _>>()?;
+            rows.into_iter().map(to_record).collect()
+        })
+        .await
+    }
+
+    async fn cursor(&self, name: &str) -> Result<i64, StoreError> {
+        let name = format!("cursor:{name}");
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT value FROM counters WHERE name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn set_cursor(&self, name: &str, value: i64) -> Result<(), StoreError> {
+        let name = format!("cursor:{name}");
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name, value],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn audit_all(&self) -> Result<Vec<AuditRecord>, StoreError> {
         self.run(move |conn| {
             let rows: Vec<RawAudit> = conn

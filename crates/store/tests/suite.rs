@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use store::service::{self, ServiceError};
-use store::{AuditFilter, GrantFilter, Store};
+use store::{AuditEvent, AuditFilter, GrantFilter, Store};
 
 fn t0() -> Time {
     Utc.with_ymd_and_hms(2026, 11, 29, 9, 0, 0).unwrap()
@@ -529,4 +529,37 @@ async fn escalation_is_recorded_and_opens_the_stage(kind: &str) {
         kinds.contains(&"request.escalated".to_string()),
         "{kinds:?}"
     );
+}
+
+both!(cursors_and_reading_the_log_after_a_position);
+async fn cursors_and_reading_the_log_after_a_position(kind: &str) {
+    let (s, _b) = open(kind).await;
+    assert_eq!(s.cursor("webhook:a").await.unwrap(), 0);
+    let now = chrono::Utc::now();
+    let events: Vec<AuditEvent> = (0..5)
+        .map(|i| {
+            AuditEvent::new(
+                now,
+                "test.event",
+                "x",
+                format!("n:{i}"),
+                serde_json::json!({}),
+            )
+        })
+        .collect();
+    s.append_audit(events).await.unwrap();
+    let all = s.audit_all().await.unwrap();
+    let first = all[0].seq;
+    let after = s.audit_after(first, 2).await.unwrap();
+    assert_eq!(
+        after.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [first + 1, first + 2]
+    );
+    s.set_cursor("webhook:a", first + 2).await.unwrap();
+    s.set_cursor("webhook:b", 1).await.unwrap();
+    s.set_cursor("webhook:a", first + 3).await.unwrap();
+    assert_eq!(s.cursor("webhook:a").await.unwrap(), first + 3);
+    assert_eq!(s.cursor("webhook:b").await.unwrap(), 1);
+    let rest = s.audit_after(first + 3, 100).await.unwrap();
+    assert_eq!(rest.len(), all.len() - 4);
 }
