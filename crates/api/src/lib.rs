@@ -19,6 +19,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;

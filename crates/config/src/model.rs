@@ -67,6 +67,17 @@ pub struct Gateway {
     pub redact_literals: bool,
     /// Base URL for links in messages (default `http://<api_listen>`).
     pub public_url: Option<String>,
+    /// Privileged use outside these hours (UTC, `"08:00-18:00"`) is an alert.
+    pub working_hours: Option<String>,
+    /// The days `working_hours` apply to; other days are outside them.
+    #[serde(default = "default_working_days")]
+    pub working_days: Vec<String>,
+    /// This many refused statements by one user within `refusal_alert_window`
+    /// raise one alert (0: never).
+    #[serde(default = "default_refusal_alert")]
+    pub refusal_alert: usize,
+    #[serde(default = "d_1m", deserialize_with = "duration")]
+    pub refusal_alert_window: Duration,
     /// PEM certificate chain and key for client TLS. Both or neither.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -108,6 +119,30 @@ pub struct Gateway {
     #[serde(default = "one_usize")]
     pub worker_threads: usize,
 }
+
+fn default_working_days() -> Vec<String> {
+    ["mon", "tue", "wed", "thu", "fri"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_refusal_alert() -> usize {
+    5
+}
+
+/// Parses `"HH:MM-HH:MM"` into minutes after midnight (start, end).
+pub fn parse_hours(s: &str) -> Option<(u32, u32)> {
+    let minutes = |t: &str| -> Option<u32> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (a, b) = s.split_once('-')?;
+    let (a, b) = (minutes(a)?, minutes(b)?);
+    (a < b).then_some((a, b))
+}
+
+pub const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 impl Gateway {
     /// Base URL for links in messages and notifications.

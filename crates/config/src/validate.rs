@@ -37,6 +37,28 @@ fn is_plain_name(s: &str, max: usize) -> bool {
 pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigError> {
     let c = Checker { text };
     let g = &cfg.gateway;
+    if let Some(h) = &g.working_hours {
+        if parse_hours(h).is_none() {
+            return Err(c.err(
+                "gateway",
+                None,
+                "working_hours",
+                format!("`{h}` is not a range like \"08:00-18:00\" (UTC, start before end)"),
+            ));
+        }
+    }
+    if let Some(d) = g
+        .working_days
+        .iter()
+        .find(|d| !WEEKDAYS.contains(&d.as_str()))
+    {
+        return Err(c.err(
+            "gateway",
+            None,
+            "working_days",
+            format!("unknown day `{d}` (use {})", WEEKDAYS.join(", ")),
+        ));
+    }
     if g.tls_cert.is_some() != g.tls_key.is_some() {
         return Err(c.err(
             "gateway",

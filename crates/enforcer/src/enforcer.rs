@@ -346,6 +346,13 @@ impl Enforcer {
         for g in due {
             self.warned.insert(g.id);
             let left = (g.expires_at - now).num_seconds().max(0);
+            self.audit(AuditEvent::new(
+                now,
+                "grant.ending_soon",
+                &g.user,
+                format!("grant:{}", g.id),
+                json!({"role": g.role, "database": g.database, "expires_at": g.expires_at}),
+            ));
             for s in self.gateway.sessions.of(&g.user, &g.database) {
                 s.notice(&ErrorFields::new(
                     Severity::Warning,

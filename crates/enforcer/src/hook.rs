@@ -17,9 +17,10 @@ use policy::classify::{classify, Action, ActionKind};
 use policy::rules::{Rules, Verdict as RuleVerdict};
 use policy::{Clock, Policy, Time};
 use proxy::{Check, Session, Statement, StatementHook};
+use serde_json::json;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use store::Store;
+use store::{AuditEvent, Store};
 use wire::backend::ErrorFields;
 
 /// The built-in functions of one database (`pg_proc` rows below
@@ -42,6 +43,7 @@ pub struct HookState {
     /// Poked when a request is filed or a statement grant used (the enforcer listens).
     pub changed: Arc<store::Changes>,
     pub builtins: RwLock<HashMap<String, Arc<Builtins>>>,
+    alerts: crate::alerts::Alerts,
     cache: Cache,
     baseline: HashMap<String, BTreeSet<String>>,
 }
@@ -63,6 +65,7 @@ impl HookState {
             .collect();
         HookState {
             rules: Rules::from_config(&config),
+            alerts: crate::alerts::Alerts::new(&config.gateway),
             config,
             policy,
             store,
@@ -132,13 +135,28 @@ impl HookState {
             grant: None,
             kind: action,
         };
+        let now = self.clock.now();
         self.audit.statement(
-            self.clock.now(),
+            now,
             &record,
             Some(&error.message),
             alert,
             self.config.gateway.redact_literals,
         );
+        if self.alerts.refused(&s.user, now) {
+            let window = self.config.gateway.refusal_alert_window.as_secs();
+            self.audit.send(
+                AuditEvent::new(
+                    now,
+                    "alert.refusals",
+                    &s.user,
+                    format!("user:{}", s.user),
+                    json!({"refused": self.config.gateway.refusal_alert, "within_secs": window,
+                           "database": s.database, "session": s.id}),
+                )
+                .alert(),
+            );
+        }
         error
     }
 
@@ -162,13 +180,27 @@ impl HookState {
             grant: Some(grant),
             kind: action,
         };
+        let now = self.clock.now();
         self.audit.statement(
-            self.clock.now(),
+            now,
             &record,
             None,
             false,
             self.config.gateway.redact_literals,
         );
+        if self.alerts.off_hours_use(grant, now) {
+            self.audit.send(
+                AuditEvent::new(
+                    now,
+                    "alert.off_hours",
+                    &s.user,
+                    format!("grant:{grant}"),
+                    json!({"role": role, "database": s.database, "session": s.id,
+                           "working_hours": self.config.gateway.working_hours}),
+                )
+                .alert(),
+            );
+        }
     }
 
     /// The rules' verdict for a user holding the database's baseline roles

@@ -12,6 +12,7 @@
 //! - [`database`]: the privilege SQL itself; the only code that issues it.
 //! - [`audit`]: statements run under a grant and refused attempts, batched
 //!   into the store's hash chain.
+//! - [`alerts`]: privileged use outside working hours, many refusals by one user.
 //! - [`cache`]: the bounded classification cache.
 //! - [`runtime`]: the assembly `jitgate serve` and the tests start.
 //!
@@ -23,6 +24,7 @@
 //!   database's built-ins are unknown, a store that cannot file a request.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod audit;
 pub mod cache;
 pub mod database;

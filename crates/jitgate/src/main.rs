@@ -372,6 +372,12 @@ pub(crate) async fn serve(
         enforcer::Runtime::start(config.clone(), policy, store, clock, state.changed.clone())
             .await?;
     tracing::info!(listen = %runtime.gateway.local_addr(), api = %api_listener.local_addr()?, "jitgate serving");
+    let webhooks = api::webhooks::start(
+        state.store.clone(),
+        config.webhooks.clone(),
+        config.gateway.public_url(),
+        state.changed.clone(),
+    );
     let stopping = CancellationToken::new();
     let api_stop = stopping.clone();
     let api = tokio::spawn(api::serve(api_listener, state, async move {
@@ -386,6 +392,9 @@ pub(crate) async fn serve(
         .await;
     stopping.cancel();
     api.await?.context("HTTP API")?;
+    for w in webhooks {
+        w.abort();
+    }
     tracing::info!("jitgate stopped");
     Ok(())
 }

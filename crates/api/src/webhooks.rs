@@ -1,0 +1,265 @@
+//! Webhooks: events pushed to where a team already looks.
+//!
+//! The outbox is the audit log itself. Each `[[webhook]]` has a durable cursor
+//! in the store (the last audit sequence number it has dealt with); its
+//! delivery task reads the events after it, turns the ones it subscribes to
+//! into payloads, and POSTs them in order, retrying with backoff until the
+//! receiver answers 2xx. The cursor moves only after a delivery succeeded, so
+//! an event is never lost on restart (at least once; `X-Jitgate-Delivery` is
+//! the event's sequence number, for receivers to de-duplicate). Deliveries run
+//! in their own tasks: a slow or dead receiver never blocks a decision or a
+//! statement, only the later deliveries to itself.
+//!
+//! A new webhook starts at the end of the log: it is not sent the history.
+
+use config::{Webhook, WebhookFormat};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{AuditRecord, Changes, Severity, Store};
+
+/// The event a webhook receives for an audit record, if any.
+pub fn event_name(r: &AuditRecord) -> Option<String> {
+    let kind = r.event.kind.as_str();
+    if r.event.severity == Severity::Alert {
+        return Some(match kind.strip_prefix("alert.") {
+            Some(_) => kind.to_string(),
+            None => format!("alert.{}", kind.replace('.', "_")),
+        });
+    }
+    let name = match kind {
+        "request.filed" | "request.escalated" | "request.approved" | "request.denied"
+        | "request.expired" | "request.cancelled" | "grant.started" | "grant.ending_soon" => kind,
+        "grant.expired" | "grant.revoked" | "grant.relinquished" => "grant.ended",
+        _ => return None,
+    };
+    Some(name.to_string())
+}
+
+/// `request.*`, `alert.drift`, `*`: a trailing `*` matches any rest.
+pub fn matches(patterns: &[String], event: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => event.starts_with(prefix),
+        None => p == event,
+    })
+}
+
+/// The page a person should open for this event.
+pub fn link(public_url: &str, subject: &str) -> String {
+    match subject.split_once(':') {
+        Some(("request", id)) => format!("{public_url}/ui/requests/{id}"),
+        Some(("grant", _)) => format!("{public_url}/ui/grants"),
+        _ => format!("{public_url}/ui/audit"),
+    }
+}
+
+fn summary(event: &str, r: &AuditRecord) -> String {
+    let d = &r.event.detail;
+    let s = |k: &str| d[k].as_str().unwrap_or("?").to_string();
+    let who = &r.event.actor;
+    let subject = &r.event.subject;
+    match event {
+        "request.filed" => format!(
+            "{who} asks for {} on {} ({subject}): {}",
+            s("role"),
+            s("database"),
+            s("reason")
+        ),
+        "request.approved" => format!("{subject} approved by {who}"),
+        "request.denied" => format!("{subject} denied by {who}"),
+        "request.escalated" => format!("{subject} escalated: nobody decided in time"),
+        "grant.started" => format!(
+            "{who} now holds {} on {} ({subject})",
+            s("role"),
+            s("database")
+        ),
+        "grant.ending_soon" => format!("{subject} ({}) for {who} ends soon", s("role")),
+        "grant.ended" => format!("{subject} ended ({})", r.event.kind),
+        _ if event.starts_with("alert.") => format!("ALERT {event}: {who} on {subject}"),
+        _ => format!("{event}: {who} on {subject}"),
+    }
+}
+
+/// The body of one delivery.
+pub fn payload(w: &Webhook, event: &str, r: &AuditRecord, public_url: &str) -> Value {
+    let link = link(public_url, &r.event.subject);
+    let text = summary(event, r);
+    match w.format {
+        WebhookFormat::Json => json!({
+            "event": event, "id": r.seq, "at": r.event.at, "kind": r.event.kind,
+            "severity": r.event.severity, "actor": r.event.actor, "subject": r.event.subject,
+            "detail": r.event.detail, "text": text, "link": link,
+        }),
+        WebhookFormat::Slack => json!({ "text": format!("{text} <{link}|open in jitgate>") }),
+    }
+}
+
+/// `sha256=<hex HMAC-SHA256 of the body with the webhook's secret>`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+/// Runs one delivery task per webhook, forever (abort the returned handles to stop).
+pub fn start(
+    store: Arc<dyn Store>,
+    webhooks: Vec<Webhook>,
+    public_url: String,
+    changes: Arc<Changes>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client");
+    webhooks
+        .into_iter()
+        .map(|w| {
+            let d = Delivery {
+                store: store.clone(),
+                client: client.clone(),
+                public_url: public_url.clone(),
+                changes: changes.clone(),
+                webhook: w,
+            };
+            tokio::spawn(d.run())
+        })
+        .collect()
+}
+
+struct Delivery {
+    store: Arc<dyn Store>,
+    client: reqwest::Client,
+    public_url: String,
+    changes: Arc<Changes>,
+    webhook: Webhook,
+}
+
+impl Delivery {
+    fn cursor_name(&self) -> String {
+        format!("webhook:{}", self.webhook.url)
+    }
+
+    async fn run(self) {
+        let mut changes = self.changes.subscribe();
+        let mut cursor = loop {
+            match self.start_cursor().await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(url = %self.webhook.url, error = %e, "webhook cursor unavailable");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        loop {
+            let batch = match self.store.audit_after(cursor, 100).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the audit log for webhooks");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            for r in &batch {
+                if let Some(event) = event_name(r).filter(|e| matches(&self.webhook.events, e)) {
+                    self.deliver(&event, r).await;
+                }
+                cursor = r.seq;
+                self.save(cursor).await;
+            }
+        }
+    }
+
+    /// Where a webhook resumes: its saved cursor, or the end of the log when new.
+    async fn start_cursor(&self) -> Result<i64, store::StoreError> {
+        let saved = self.store.cursor(&self.cursor_name()).await?;
+        if saved > 0 {
+            return Ok(saved);
+        }
+        let last = self
+            .store
+            .audit(&store::AuditFilter {
+                limit: Some(1),
+                ..Default::default()
+            })
+            .await?
+            .first()
+            .map_or(0, |r| r.seq);
+        self.save(last).await;
+        Ok(last)
+    }
+
+    async fn save(&self, cursor: i64) {
+        while let Err(e) = self.store.set_cursor(&self.cursor_name(), cursor).await {
+            tracing::warn!(error = %e, "saving a webhook cursor; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Delivers until the receiver accepts (2xx), backing off up to a minute.
+    async fn deliver(&self, event: &str, r: &AuditRecord) {
+        let body =
+            serde_json::to_vec(&payload(&self.webhook, event, r, &self.public_url)).expect("JSON");
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1u32;
+        loop {
+            let mut req = self
+                .client
+                .post(&self.webhook.url)
+                .header("content-type", "application/json")
+                .header("x-jitgate-event", event)
+                .header("x-jitgate-delivery", r.seq.to_string())
+                .header("x-jitgate-attempt", attempt.to_string());
+            if let Some(secret) = &self.webhook.secret {
+                req = req.header("x-jitgate-signature", signature(secret, &body));
+            }
+            match req.body(body.clone()).send().await {
+                Ok(resp) if resp.status().is_success() => return,
+                Ok(resp) => {
+                    tracing::warn!(url = %self.webhook.url, event, status = %resp.status(), attempt, "webhook refused; retrying")
+                }
+                Err(e) => {
+                    tracing::warn!(url = %self.webhook.url, event, error = %e, attempt, "webhook unreachable; retrying")
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(60));
+            attempt += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_and_signatures() {
+        let p = vec!["request.*".to_string(), "alert.drift".to_string()];
+        assert!(matches(&p, "request.filed"));
+        assert!(matches(&p, "alert.drift"));
+        assert!(!matches(&p, "alert.statement_refused"));
+        assert!(!matches(&p, "grant.started"));
+        assert!(matches(&["*".to_string()], "grant.started"));
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}
