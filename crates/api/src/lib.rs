@@ -14,6 +14,7 @@
 //! every transition goes through `store::service` and the pure `policy` rules.
 #![forbid(unsafe_code)]
 
+pub mod actions;
 pub mod auth;
 pub mod error;
 pub mod metrics;

@@ -2,30 +2,17 @@
 
 use super::optional_json;
 use super::S;
+use crate::actions;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use policy::{Grant, GrantEnd};
+use policy::Grant;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use store::{service, GrantFilter};
-
-/// Approvers (any stage, escalation included) of the grant's role.
-fn approves_role(state: &AppState, user: &str, role: &str) -> bool {
-    state.policy.role(role).is_some_and(|r| {
-        r.chain.iter().any(|s| {
-            state.policy.in_any(user, &s.approvers) || state.policy.in_any(user, &s.escalate_to)
-        })
-    })
-}
-
-fn visible(state: &AppState, user: &str, g: &Grant) -> bool {
-    g.user == user || state.is_admin(user) || approves_role(state, user, &g.role)
-}
+use store::GrantFilter;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,16 +36,11 @@ pub(super) async fn list(
         })
         .await?
         .into_iter()
-        .filter(|g| visible(&state, &caller.user, g) && (!q.active || g.is_active(now)))
+        .filter(|g| {
+            actions::grant_visible(&state, &caller.user, g) && (!q.active || g.is_active(now))
+        })
         .collect();
     Ok(Json(json!({"grants": grants})))
-}
-
-async fn load_visible(state: &AppState, user: &str, id: i64) -> Result<Grant, ApiError> {
-    match state.store.grant(id).await? {
-        Some(v) if visible(state, user, &v.value) => Ok(v.value),
-        _ => Err(ApiError::not_found("grant", id)),
-    }
 }
 
 pub(super) async fn get(
@@ -68,7 +50,7 @@ pub(super) async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let Path(id) = id?;
     Ok(Json(
-        json!({"grant": load_visible(&state, &caller.user, id).await?}),
+        json!({"grant": actions::load_grant(&state, &caller.user, id).await?}),
     ))
 }
 
@@ -87,19 +69,7 @@ pub(super) async fn revoke(
 ) -> Result<Json<Value>, ApiError> {
     let Path(id) = id?;
     let Reason { reason } = optional_json(body)?;
-    let g = load_visible(&state, &caller.user, id).await?;
-    if !(state.is_admin(&caller.user) || approves_role(&state, &caller.user, &g.role)) {
-        return Err(ApiError::forbidden("only approvers of this role and admins can revoke its grants; the holder can relinquish"));
-    }
-    let g = service::end_grant(
-        &*state.store,
-        id,
-        GrantEnd::Revoked,
-        &caller.user,
-        &reason,
-        state.clock.now(),
-    )
-    .await?;
+    let g = actions::revoke(&state, &caller.user, id, &reason).await?;
     Ok(Json(json!({"grant": g})))
 }
 
@@ -109,15 +79,6 @@ pub(super) async fn relinquish(
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(id) = id?;
-    load_visible(&state, &caller.user, id).await?;
-    let g = service::end_grant(
-        &*state.store,
-        id,
-        GrantEnd::Relinquished,
-        &caller.user,
-        "",
-        state.clock.now(),
-    )
-    .await?;
+    let g = actions::relinquish(&state, &caller.user, id).await?;
     Ok(Json(json!({"grant": g})))
 }

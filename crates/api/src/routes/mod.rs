@@ -5,7 +5,7 @@ mod audit;
 mod grants;
 mod requests;
 
-use crate::auth::{self, Caller};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 use axum::extract::rejection::JsonRejection;
@@ -116,36 +116,8 @@ async fn login(
     body: Result<Json<Login>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(login) = body?;
-    let now = state.clock.now();
-    if state.login_attempts.throttled(&login.user, now) {
-        // Not even checked: guessing stops, and the audit log is not flooded.
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            "too many failed logins for this user; wait a minute",
-        ));
-    }
-    if !auth::check_password(&state, &login.user, &login.password) {
-        let first_throttled = state.login_attempts.failed(&login.user, now);
-        let ev = AuditEvent {
-            severity: store::Severity::Alert,
-            ..AuditEvent::new(
-                now,
-                if first_throttled {
-                    "auth.throttled"
-                } else {
-                    "auth.failed"
-                },
-                &login.user,
-                format!("user:{}", login.user),
-                json!({}),
-            )
-        };
-        state.store.append_audit(vec![ev]).await?;
-        return Err(ApiError::unauthorized("wrong user name or password"));
-    }
-    state.login_attempts.succeeded(&login.user);
-    let (token, expires_at) = auth::issue(&state, &login.user).await?;
+    let (token, expires_at) =
+        crate::actions::password_login(&state, &login.user, &login.password).await?;
     Ok(Json(
         json!({"token": token, "user": login.user, "expires_at": expires_at}),
     ))

@@ -2,6 +2,7 @@
 
 use super::optional_json;
 use super::S;
+use crate::actions;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
@@ -14,17 +15,7 @@ use policy::{Request, RequestState};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::service;
-use store::{AuditEvent, RequestFilter};
-
-/// Who may see a request: its requester, whoever can decide it now or did
-/// decide it, and admins.
-pub(super) fn visible(state: &AppState, user: &str, r: &Request) -> bool {
-    r.user == user
-        || state.is_admin(user)
-        || r.decisions.iter().any(|d| d.approver == user)
-        || r.check_eligible(&state.policy, user, state.clock.now())
-            .is_ok()
-}
+use store::RequestFilter;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,17 +95,9 @@ pub(super) async fn list(
         .requests(&filter)
         .await?
         .into_iter()
-        .filter(|r| visible(&state, &caller.user, r))
+        .filter(|r| actions::request_visible(&state, &caller.user, r))
         .collect();
     Ok(Json(json!({"requests": requests})))
-}
-
-async fn load_visible(state: &AppState, user: &str, id: i64) -> Result<Request, ApiError> {
-    match state.store.request(id).await? {
-        // Someone else's request looks exactly like a missing one.
-        Some(v) if visible(state, user, &v.value) => Ok(v.value),
-        _ => Err(ApiError::not_found("request", id)),
-    }
 }
 
 pub(super) async fn get(
@@ -123,7 +106,7 @@ pub(super) async fn get(
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(id) = id?;
-    let r = load_visible(&state, &caller.user, id).await?;
+    let r = actions::load_request(&state, &caller.user, id).await?;
     Ok(Json(json!({"request": r})))
 }
 
@@ -141,38 +124,7 @@ async fn decide(
     approve: bool,
     comment: String,
 ) -> Result<Json<Value>, ApiError> {
-    load_visible(state, &caller.user, id).await?;
-    let now = state.clock.now();
-    let result = service::decide(
-        &*state.store,
-        &state.policy,
-        id,
-        &caller.user,
-        approve,
-        &comment,
-        now,
-    )
-    .await;
-    if let Err(service::ServiceError::Decision(e)) = &result {
-        // A refused decision is recorded too; deciding one's own request is an alert.
-        let mut ev = AuditEvent::new(
-            now,
-            "decision.refused",
-            &caller.user,
-            format!("request:{id}"),
-            json!({"approve": approve, "reason": e.to_string()}),
-        );
-        if *e == policy::DecisionError::OwnRequest {
-            ev.severity = store::Severity::Alert;
-        }
-        state.store.append_audit(vec![ev]).await?;
-    }
-    let (r, grant) = result?;
-    if let Some(decided) = r.decided_at {
-        state
-            .metrics
-            .observe_decision((decided - r.created_at).num_milliseconds() as f64 / 1000.0);
-    }
+    let (r, grant) = actions::decide(state, &caller.user, id, approve, &comment).await?;
     Ok(Json(json!({"request": r, "grant": grant})))
 }
 
@@ -204,7 +156,6 @@ pub(super) async fn cancel(
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(id) = id?;
-    load_visible(&state, &caller.user, id).await?;
-    let r = service::cancel(&*state.store, id, &caller.user, state.clock.now()).await?;
+    let r = actions::cancel(&state, &caller.user, id).await?;
     Ok(Json(json!({"request": r})))
 }
