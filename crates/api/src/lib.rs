@@ -17,6 +17,7 @@
 pub mod actions;
 pub mod auth;
 pub mod error;
+pub mod inspect;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -48,6 +49,9 @@ pub struct AppState {
     /// Notified after every change made through the API or the lifecycle
     /// tick (the enforcer listens, so an approval reaches the gateway at once).
     pub changed: Arc<store::Changes>,
+    /// Database look-ups for the web UI (set by `jitgate serve`; absent in
+    /// tests of the API alone, where the pages say so).
+    pub inspector: std::sync::OnceLock<Arc<dyn inspect::Inspector>>,
 }
 
 impl AppState {
@@ -66,6 +70,7 @@ impl AppState {
             login_attempts: auth::LoginAttempts::default(),
             decoy_salt: rand::random(),
             changed: Arc::new(store::Changes::default()),
+            inspector: std::sync::OnceLock::new(),
         })
     }
 

@@ -14,6 +14,7 @@
 //!   into the store's hash chain.
 //! - [`alerts`]: privileged use outside working hours, many refusals by one user.
 //! - [`cache`]: the bounded classification cache.
+//! - [`inspect`]: read-only looks (the scan report, EXPLAIN previews).
 //! - [`runtime`]: the assembly `jitgate serve` and the tests start.
 //!
 //! Invariants:
@@ -32,6 +33,7 @@ pub mod enforcer;
 pub mod filing;
 pub mod grants;
 pub mod hook;
+pub mod inspect;
 pub mod runtime;
 
 pub use audit::AuditSink;

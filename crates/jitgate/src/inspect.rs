@@ -3,7 +3,7 @@
 //! - `scan --db D`: every login with standing privileged access, the
 //!   "permanent keyholders" report a team runs before adopting jitgate.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use config::Config;
 use policy::classify::classify;
 use policy::rules::{Rules, Verdict};
@@ -78,80 +78,11 @@ pub fn explain(cfg: &Config, db: &str, sql: &str, as_json: bool) -> anyhow::Resu
     Ok(())
 }
 
-const SCAN: &str = "
-SELECT l.rolname::text,
-       l.rolsuper, l.rolcreaterole, l.rolreplication, l.rolbypassrls,
-       ARRAY(SELECT r.rolname::text FROM pg_roles r
-             WHERE r.oid <> l.oid AND r.rolname = ANY($1) AND pg_has_role(l.oid, r.oid, 'MEMBER')
-             ORDER BY 1) AS managed,
-       EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                 AND n.nspname NOT LIKE 'pg\\_%'
-                 AND has_table_privilege(l.oid, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')) AS can_write,
-       EXISTS (SELECT 1 FROM pg_namespace n
-               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-                 AND has_schema_privilege(l.oid, n.oid, 'CREATE')) AS can_ddl
-FROM pg_roles l
-WHERE l.rolcanlogin
-ORDER BY 1";
-
 /// Lists every login with standing privileged access on database `db`.
 pub async fn scan(cfg: &Config, db: &str, as_json: bool) -> anyhow::Result<()> {
-    let database = cfg
-        .database(db)
-        .with_context(|| format!("no [[database]] named `{db}` in the configuration"))?;
-    let managed: Vec<String> = cfg
-        .roles
-        .iter()
-        .filter(|r| r.database == db)
-        .map(|r| r.name.clone())
-        .collect();
-    let (client, conn) = database
-        .admin()
-        .connect(tokio_postgres::NoTls)
+    let found = enforcer::inspect::scan(cfg, db)
         .await
-        .with_context(|| format!("connecting to `{db}` as its admin role"))?;
-    tokio::spawn(conn);
-    let rows = client
-        .query(SCAN, &[&managed])
-        .await
-        .context("reading roles")?;
-    let mut found = Vec::new();
-    for r in rows {
-        let (name, sup, cr, repl, bypass): (String, bool, bool, bool, bool) =
-            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
-        let managed: Vec<String> = r.get(5);
-        let (write, ddl): (bool, bool) = (r.get(6), r.get(7));
-        let mut why = Vec::new();
-        for (flag, label) in [
-            (sup, "superuser"),
-            (cr, "createrole"),
-            (repl, "replication"),
-            (bypass, "bypassrls"),
-        ] {
-            if flag {
-                why.push(label.to_string());
-            }
-        }
-        why.extend(
-            managed
-                .iter()
-                .map(|m| format!("member of managed role {m}")),
-        );
-        if write {
-            why.push("can write tables".into());
-        }
-        if ddl {
-            why.push("can create in a schema".into());
-        }
-        if !why.is_empty() {
-            found.push(
-                json!({"login": name, "superuser": sup, "createrole": cr, "replication": repl,
-                              "bypassrls": bypass, "managed_roles": managed, "can_write": write,
-                              "can_ddl": ddl, "why": why}),
-            );
-        }
-    }
+        .map_err(|e| anyhow::anyhow!(e))?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&found)?);
     } else if found.is_empty() {
@@ -176,4 +107,23 @@ pub async fn scan(cfg: &Config, db: &str, as_json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The web UI's window into the databases (scan, EXPLAIN previews).
+pub struct DbInspector(pub std::sync::Arc<Config>);
+
+#[async_trait::async_trait]
+impl api::inspect::Inspector for DbInspector {
+    async fn blast_radius(
+        &self,
+        database: &str,
+        statement: &str,
+    ) -> Result<api::inspect::BlastRadius, String> {
+        let (summary, plan) = enforcer::inspect::blast_radius(&self.0, database, statement).await?;
+        Ok(api::inspect::BlastRadius { summary, plan })
+    }
+
+    async fn scan(&self, database: &str) -> Result<Vec<Value>, String> {
+        enforcer::inspect::scan(&self.0, database).await
+    }
 }

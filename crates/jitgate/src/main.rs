@@ -372,6 +372,9 @@ pub(crate) async fn serve(
         enforcer::Runtime::start(config.clone(), policy, store, clock, state.changed.clone())
             .await?;
     tracing::info!(listen = %runtime.gateway.local_addr(), api = %api_listener.local_addr()?, "jitgate serving");
+    let _ = state
+        .inspector
+        .set(Arc::new(inspect::DbInspector(config.clone())));
     let webhooks = api::webhooks::start(
         state.store.clone(),
         config.webhooks.clone(),

@@ -1,0 +1,168 @@
+//! Read-only looks into a database through its admin connection: the
+//! "permanent keyholders" report (`jitgate scan`, the web UI's scan page) and
+//! the planner's estimate for a statement awaiting approval.
+
+use config::Config;
+use serde_json::{json, Value};
+
+const SCAN: &str = "
+SELECT l.rolname::text,
+       l.rolsuper, l.rolcreaterole, l.rolreplication, l.rolbypassrls,
+       ARRAY(SELECT r.rolname::text FROM pg_roles r
+             WHERE r.oid <> l.oid AND r.rolname = ANY($1) AND pg_has_role(l.oid, r.oid, 'MEMBER')
+             ORDER BY 1) AS managed,
+       EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                 AND n.nspname NOT LIKE 'pg\\_%'
+                 AND has_table_privilege(l.oid, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')) AS can_write,
+       EXISTS (SELECT 1 FROM pg_namespace n
+               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+                 AND has_schema_privilege(l.oid, n.oid, 'CREATE')) AS can_ddl
+FROM pg_roles l
+WHERE l.rolcanlogin
+ORDER BY 1";
+
+async fn connect(cfg: &Config, db: &str) -> Result<tokio_postgres::Client, String> {
+    let database = cfg
+        .database(db)
+        .ok_or_else(|| format!("no [[database]] named `{db}` in the configuration"))?;
+    let (client, conn) = database
+        .admin()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("connecting to `{db}` as its admin role: {e}"))?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// Every login on `db` with standing privileged access, with the reasons:
+/// superuser, CREATEROLE, REPLICATION, BYPASSRLS, membership in a role the
+/// policy manages, write privileges on tables, CREATE on a schema.
+pub async fn scan(cfg: &Config, db: &str) -> Result<Vec<Value>, String> {
+    let managed: Vec<String> = cfg
+        .roles
+        .iter()
+        .filter(|r| r.database == db)
+        .map(|r| r.name.clone())
+        .collect();
+    let client = connect(cfg, db).await?;
+    let rows = client
+        .query(SCAN, &[&managed])
+        .await
+        .map_err(|e| format!("reading roles: {e}"))?;
+    let mut found = Vec::new();
+    for r in rows {
+        let (name, sup, cr, repl, bypass): (String, bool, bool, bool, bool) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        let managed: Vec<String> = r.get(5);
+        let (write, ddl): (bool, bool) = (r.get(6), r.get(7));
+        let mut why: Vec<String> = [
+            (sup, "superuser"),
+            (cr, "createrole"),
+            (repl, "replication"),
+            (bypass, "bypassrls"),
+        ]
+        .into_iter()
+        .filter(|(flag, _)| *flag)
+        .map(|(_, label)| label.to_string())
+        .collect();
+        why.extend(
+            managed
+                .iter()
+                .map(|m| format!("member of managed role {m}")),
+        );
+        if write {
+            why.push("can write tables".into());
+        }
+        if ddl {
+            why.push("can create in a schema".into());
+        }
+        if !why.is_empty() {
+            found.push(
+                json!({"login": name, "superuser": sup, "createrole": cr, "replication": repl,
+                              "bypassrls": bypass, "managed_roles": managed, "can_write": write,
+                              "can_ddl": ddl, "why": why}),
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// Whether `sql` is one statement EXPLAIN can plan without running anything
+/// else: SELECT, INSERT, UPDATE, DELETE or MERGE.
+pub fn explainable(sql: &str) -> bool {
+    use pg_query::NodeEnum;
+    let Ok(parsed) = pg_query::parse(sql, 0) else {
+        return false;
+    };
+    let stmts = &parsed.protobuf.stmts;
+    stmts.len() == 1
+        && matches!(
+            stmts[0].stmt.as_ref().and_then(|s| s.node.as_ref()),
+            Some(
+                NodeEnum::SelectStmt(_)
+                    | NodeEnum::InsertStmt(_)
+                    | NodeEnum::UpdateStmt(_)
+                    | NodeEnum::DeleteStmt(_)
+                    | NodeEnum::MergeStmt(_)
+            )
+        )
+}
+
+/// The planner's estimate for `sql` on `db`: EXPLAIN (never ANALYZE), in a
+/// READ ONLY transaction that is rolled back, with a statement timeout, sent
+/// as one extended-protocol statement (nothing after it can run).
+pub async fn blast_radius(cfg: &Config, db: &str, sql: &str) -> Result<(String, String), String> {
+    if !explainable(sql) {
+        return Err(
+            "only a single SELECT, INSERT, UPDATE, DELETE or MERGE can be previewed".into(),
+        );
+    }
+    let mut client = connect(cfg, db).await?;
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    tx.batch_execute("SET LOCAL statement_timeout = '3s'")
+        .await
+        .map_err(|e| e.to_string())?;
+    let explain = |format: &str| format!("EXPLAIN (FORMAT {format}) {sql}");
+    let err = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(d) => d.message().to_string(),
+        None => e.to_string(),
+    };
+    let json_rows = tx.query(&explain("JSON"), &[]).await.map_err(err)?;
+    let text_rows = tx.query(&explain("TEXT"), &[]).await.map_err(err)?;
+    tx.rollback().await.map_err(|e| e.to_string())?;
+    let plan_json: Value = json_rows
+        .first()
+        .map(|r| r.get::<_, Value>(0))
+        .unwrap_or(Value::Null);
+    let plan: Vec<String> = text_rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    Ok((summarize(&plan_json), plan.join("\n")))
+}
+
+/// "Delete on orders: about 1 row (planner estimate)".
+pub fn summarize(plan: &Value) -> String {
+    let top = &plan[0]["Plan"];
+    let rows = |p: &Value| p["Plan Rows"].as_f64().unwrap_or(0.0);
+    let (what, n) = match top["Node Type"].as_str() {
+        Some("ModifyTable") => (
+            format!(
+                "{} on {}",
+                top["Operation"].as_str().unwrap_or("Modify"),
+                top["Relation Name"].as_str().unwrap_or("?")
+            ),
+            rows(&top["Plans"][0]),
+        ),
+        Some(node) => (format!("{node} (read)"), rows(top)),
+        None => ("unknown plan".to_string(), 0.0),
+    };
+    let n = n.round() as i64;
+    format!(
+        "{what}: about {n} row{} (planner estimate)",
+        if n == 1 { "" } else { "s" }
+    )
+}
