@@ -21,6 +21,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod ui;
 pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
@@ -85,6 +86,7 @@ impl AppState {
 
 pub fn router(state: Arc<AppState>) -> Router {
     routes::router()
+        .merge(ui::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             notify_changes,
@@ -101,7 +103,8 @@ async fn notify_changes(
 ) -> axum::response::Response {
     let mutating = request.method() != axum::http::Method::GET;
     let response = next.run(request).await;
-    if mutating && response.status().is_success() {
+    // Forms answer 303 (see other) on success; errors are 4xx/5xx.
+    if mutating && (response.status().is_success() || response.status().is_redirection()) {
         state.changed.changed();
     }
     response

@@ -116,6 +116,8 @@ pub fn start(
     public_url: String,
     changes: Arc<Changes>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    // reqwest's rustls needs a process-wide crypto provider (ring, as elsewhere).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
