@@ -109,8 +109,10 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-/// Runs one delivery task per webhook, forever (abort the returned handles to stop).
-pub fn start(
+/// Starts one delivery task per webhook, forever (abort the returned handles
+/// to stop). Each webhook's starting point is settled before this returns, so
+/// every event appended afterwards is delivered.
+pub async fn start(
     store: Arc<dyn Store>,
     webhooks: Vec<Webhook>,
     public_url: String,
@@ -122,19 +124,27 @@ pub fn start(
         .timeout(Duration::from_secs(10))
         .build()
         .expect("HTTP client");
-    webhooks
-        .into_iter()
-        .map(|w| {
-            let d = Delivery {
-                store: store.clone(),
-                client: client.clone(),
-                public_url: public_url.clone(),
-                changes: changes.clone(),
-                webhook: w,
-            };
-            tokio::spawn(d.run())
-        })
-        .collect()
+    let mut tasks = Vec::new();
+    for w in webhooks {
+        let d = Delivery {
+            store: store.clone(),
+            client: client.clone(),
+            public_url: public_url.clone(),
+            changes: changes.clone(),
+            webhook: w,
+        };
+        let cursor = loop {
+            match d.start_cursor().await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(url = %d.webhook.url, error = %e, "webhook cursor unavailable");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        tasks.push(tokio::spawn(d.run(cursor)));
+    }
+    tasks
 }
 
 struct Delivery {
@@ -150,17 +160,8 @@ impl Delivery {
         format!("webhook:{}", self.webhook.url)
     }
 
-    async fn run(self) {
+    async fn run(self, mut cursor: i64) {
         let mut changes = self.changes.subscribe();
-        let mut cursor = loop {
-            match self.start_cursor().await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(url = %self.webhook.url, error = %e, "webhook cursor unavailable");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        };
         loop {
             let batch = match self.store.audit_after(cursor, 100).await {
                 Ok(b) => b,
@@ -188,10 +189,11 @@ impl Delivery {
     }
 
     /// Where a webhook resumes: its saved cursor, or the end of the log when new.
+    /// (Stored plus one, so that 0 means "never started", not "position 0".)
     async fn start_cursor(&self) -> Result<i64, store::StoreError> {
         let saved = self.store.cursor(&self.cursor_name()).await?;
         if saved > 0 {
-            return Ok(saved);
+            return Ok(saved - 1);
         }
         let last = self
             .store
@@ -207,7 +209,7 @@ impl Delivery {
     }
 
     async fn save(&self, cursor: i64) {
-        while let Err(e) = self.store.set_cursor(&self.cursor_name(), cursor).await {
+        while let Err(e) = self.store.set_cursor(&self.cursor_name(), cursor + 1).await {
             tracing::warn!(error = %e, "saving a webhook cursor; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

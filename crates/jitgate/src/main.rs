@@ -380,7 +380,8 @@ pub(crate) async fn serve(
         config.webhooks.clone(),
         config.gateway.public_url(),
         state.changed.clone(),
-    );
+    )
+    .await;
     let stopping = CancellationToken::new();
     let api_stop = stopping.clone();
     let api = tokio::spawn(api::serve(api_listener, state, async move {
