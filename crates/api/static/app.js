@@ -16,13 +16,16 @@
   tick();
   setInterval(tick, 1000);
 
-  // Reload on change, but never under someone's fingers.
-  var pending = false;
+  // Reload on change, but never under someone's fingers, and never once a
+  // form is on its way (a reload would cancel its navigation).
+  var pending = false, leaving = false;
+  document.addEventListener("submit", function () { leaving = true; });
   function typing() {
     var a = document.activeElement;
     return a && (a.tagName === "INPUT" || a.tagName === "TEXTAREA") && a.value !== "";
   }
   function reload() {
+    if (leaving) { return; }
     if (typing()) { pending = true; return; }
     window.location.reload();
   }

@@ -1,0 +1,238 @@
+//! The web UI in a real browser: headless Chromium driven by chromedriver
+//! (Debian's `chromium` and `chromium-driver`; nothing is downloaded). Alice's
+//! DELETE through the gateway files a request; alice cannot approve it in the
+//! UI; bob logs in, sees it with its statement and blast radius, approves it,
+//! and sees the grant with a live countdown.
+//!
+//! `JITGATE_SCREENSHOTS=1` also writes the inbox screenshot to docs/inbox.png
+//! (the one the README shows).
+
+mod common;
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use pgcluster::Cluster;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn chromedriver() -> (Running, u16) {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect(
+            "chromedriver is missing: scripts/install-deps installs chromium and chromium-driver",
+        );
+    let running = Running(child);
+    wait_for_port(port);
+    (running, port)
+}
+
+async fn browser(driver_port: u16) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1000,720", "--hide-scrollbars"]
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("a chromium session")
+}
+
+async fn log_in(b: &Client, base: &str, user: &str, password: &str) {
+    b.goto(&format!("{base}/ui/login")).await.unwrap();
+    b.find(Locator::Id("user"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    b.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    b.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .for_url(&format!("{base}/ui/inbox").parse().unwrap())
+        .await
+        .unwrap();
+}
+
+async fn text(b: &Client) -> String {
+    b.find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bob_approves_alices_statement_in_the_browser() {
+    let cluster = Cluster::shared();
+    cluster.psql("postgres", "CREATE DATABASE app").unwrap();
+    cluster
+        .psql(
+            "app",
+            "CREATE ROLE app_read NOLOGIN; CREATE ROLE app_write NOLOGIN;
+             CREATE TABLE orders (id int PRIMARY KEY, total int);
+             INSERT INTO orders SELECT i, i FROM generate_series(1, 500) i;
+             ANALYZE orders;
+             GRANT USAGE ON SCHEMA public TO app_read, app_write;
+             GRANT SELECT ON orders TO app_read; GRANT DELETE ON orders TO app_write;",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, api_port) = (free_port(), free_port());
+    let cfg = write(
+        &dir,
+        "jitgate.toml",
+        &format!(
+            "[gateway]\nlisten = \"127.0.0.1:{port}\"\napi_listen = \"127.0.0.1:{api_port}\"\n\
+             state = \"sqlite://{}\"\nshutdown_timeout = \"1s\"\n\
+             [[database]]\nname = \"app\"\nadmin_url = \"{}\"\nbaseline_roles = [\"app_read\"]\ntls = \"disable\"\n\
+             [[group]]\nname = \"engineers\"\n[[group]]\nname = \"leads\"\n\
+             [[user]]\nname = \"alice\"\npassword = \"alice-pw\"\ngroups = [\"engineers\"]\n\
+             [[user]]\nname = \"bob\"\npassword = \"bob-pw\"\ngroups = [\"leads\"]\n\
+             [[role]]\nname = \"app_write\"\ndatabase = \"app\"\nrequesters = [\"engineers\"]\ndefault_duration = \"30m\"\n\
+             chain = [{{ approvers = [\"leads\"], min = 1 }}]\n\
+             [[rule]]\ndatabase = \"app\"\nactions = [\"write\"]\nobjects = [\"public.*\"]\nrole = \"app_write\"\n",
+            dir.path().join("state.db").display(),
+            cluster.url("app")
+        ),
+    );
+    let _serve = Running(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port);
+    let base = format!("http://127.0.0.1:{api_port}");
+
+    // Alice's DELETE through the gateway files request 1.
+    let mut psql = Psql::connect(port, "alice", "alice-pw");
+    psql.run("SET jitgate.reason = 'customer asked to remove order 42';");
+    let o = psql.run("DELETE FROM orders WHERE id = 42;");
+    assert!(o.contains("request 1"), "{o}");
+
+    let (_driver, driver_port) = chromedriver();
+    let b = browser(driver_port).await;
+
+    // Alice sees her request, without a way to approve it.
+    log_in(&b, &base, "alice", "alice-pw").await;
+    b.goto(&format!("{base}/ui/requests/1")).await.unwrap();
+    let page = text(&b).await;
+    assert!(page.contains("DELETE FROM orders WHERE id = 42"), "{page}");
+    assert!(b
+        .find_all(Locator::Css("button.approve"))
+        .await
+        .unwrap()
+        .is_empty());
+    b.find(Locator::Css("header form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .for_url(&format!("{base}/ui/login").parse().unwrap())
+        .await
+        .unwrap();
+
+    // Bob's inbox: the request, its statement, and the planner's estimate.
+    log_in(&b, &base, "bob", "bob-pw").await;
+    let inbox = text(&b).await;
+    for part in [
+        "Request 1: alice asks for app_write on app",
+        "customer asked to remove order 42",
+        "DELETE FROM orders WHERE id = 42",
+        "Delete on orders: about 1 row",
+        "Stage 1: 1 of leads",
+    ] {
+        assert!(inbox.contains(part), "{part:?} missing from: {inbox}");
+    }
+    let png = b.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    std::fs::write(concat!(env!("CARGO_TARGET_TMPDIR"), "/inbox.png"), &png).unwrap();
+    if std::env::var_os("JITGATE_SCREENSHOTS").is_some() {
+        std::fs::write(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/inbox.png"),
+            &png,
+        )
+        .unwrap();
+    }
+
+    // Approve; the grant appears with a countdown that ticks.
+    b.find(Locator::Css("input[name=comment]"))
+        .await
+        .unwrap()
+        .send_keys("ok, one row")
+        .await
+        .unwrap();
+    b.find(Locator::Css("button.approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .starts_with("/ui/grants")
+    {
+        if Instant::now() > deadline {
+            let url = b.current_url().await.unwrap();
+            panic!(
+                "not redirected to the grants page: at {url}: {}",
+                text(&b).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grants = text(&b).await;
+    assert!(
+        grants.contains("Grant 1: alice holds app_write on app"),
+        "{grants}"
+    );
+    let countdown = b.find(Locator::Css(".countdown")).await.unwrap();
+    let before = countdown.text().await.unwrap();
+    assert!(
+        before.starts_with("29m") && before.ends_with("left"),
+        "{before}"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let after = b
+        .find(Locator::Css(".countdown"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_ne!(before, after, "the countdown ticks");
+
+    // And alice's DELETE runs, in the same psql session.
+    let o = psql.run("DELETE FROM orders WHERE id = 42;");
+    assert!(o.contains("DELETE 1"), "{o}");
+    b.close().await.unwrap();
+}
