@@ -357,3 +357,40 @@ async fn audit_can_redact_literals() {
     assert!(text.contains("$1") && text.contains("$2"), "{text}");
     j.stop().await;
 }
+
+#[tokio::test]
+async fn alerts_for_many_refusals_and_privileged_use_outside_working_hours() {
+    // No working days at all: any privileged use is outside working hours.
+    let j = Jitgate::start(
+        "refusal_alert = 3\nrefusal_alert_window = \"1m\"\nworking_hours = \"09:00-17:00\"\nworking_days = []",
+    )
+    .await;
+    let (alice, _) = j.connect("alice").await;
+    for _ in 0..3 {
+        alice.batch_execute("SET ROLE app_write").await.unwrap_err();
+    }
+    short_grant(&j, 600).await;
+    alice
+        .batch_execute("UPDATE orders SET total = total WHERE id = 70")
+        .await
+        .unwrap();
+    alice
+        .batch_execute("UPDATE orders SET total = total WHERE id = 71")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let audit = j.audit_kinds().await;
+    let count = |kind: &str| {
+        audit
+            .iter()
+            .filter(|(k, s, _)| k == kind && s == "alert")
+            .count()
+    };
+    assert_eq!(count("alert.refusals"), 1);
+    assert_eq!(
+        count("alert.off_hours"),
+        1,
+        "once per grant, not per statement"
+    );
+    j.stop().await;
+}
