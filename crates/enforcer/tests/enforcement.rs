@@ -238,6 +238,10 @@ async fn at_the_end_no_session_keeps_the_role_on_any_path() {
         err.is_err(),
         "SET role in a function fails without membership"
     );
+    let audit = j.audit_kinds().await;
+    for kind in ["grant.ending_soon", "grant.removed", "session.grant_ended"] {
+        assert!(audit.iter().any(|(k, _, _)| k == kind), "{kind} audited");
+    }
     j.stop().await;
 }
 
