@@ -96,7 +96,8 @@ pub async fn run(listen: String, api_listen: String) -> anyhow::Result<()> {
          \x20  app=> SELECT current_user, count(*) FROM orders GROUP BY 1;  -- a baseline read, as jit_alice\n\
          \x20  app=> SET jitgate.reason = 'fix order 1';\n\
          \x20  app=> DELETE FROM orders WHERE id = 1;   -- refused: jitgate files request 1 for app_write\n\n\
-         2. bob approves it (client commands talk to the HTTP API):\n\
+         2. bob approves it, in a browser at http://{api_listen}/ (log in as bob / bob),\n\
+         \x20  or with the CLI (client commands talk to the HTTP API):\n\
          \x20  export JITGATE_SERVER=http://{api_listen}\n\
          \x20  jitgate requests --user bob --password bob\n\
          \x20  jitgate approve 1 --user bob --password bob\n\n\
