@@ -359,6 +359,24 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
                 "must be an http:// or https:// URL".into(),
             ));
         }
+        if w.format == WebhookFormat::Json && w.secret.as_deref().unwrap_or("").is_empty() {
+            return Err(c.err(
+                "webhook",
+                Some(i),
+                "secret",
+                "a JSON webhook needs a secret: receivers check the X-Jitgate-Signature \
+                 HMAC with it (only format = \"slack\" goes unsigned)"
+                    .into(),
+            ));
+        }
+        if w.events.is_empty() {
+            return Err(c.err(
+                "webhook",
+                Some(i),
+                "events",
+                "name the events to send, e.g. [\"request.*\", \"grant.*\", \"alert.*\"]".into(),
+            ));
+        }
     }
     Ok(cfg)
 }

@@ -114,6 +114,11 @@ fn bad_values_are_refused_with_their_field() {
         ("[[role]]\nname = \"w\"\ndatabase = \"app\"\ndefault_duration = \"2h\"\nmax_duration = \"1h\"\nchain = [{approvers=[\"engineers\"]}]\n", "role[0].default_duration"),
         ("[[rule]]\ndatabase = \"app\"\nactions = [\"explode\"]\nrole = \"deny\"\n", "rule[0].actions"),
         ("[[rule]]\ndatabase = \"app\"\nactions = [\"write\"]\nrole = \"ghost\"\n", "rule[0].role"),
+        ("[[rule]]\ndatabase = \"app\"\nactions = [\"write\"]\napprove_each = true\n", "rule[0].role"),
+        ("[[rule]]\ndatabase = \"app\"\nactions = [\"write\"]\nrole = \"deny\"\napprove_each = true\n", "rule[0].approve_each"),
+        ("[[webhook]]\nurl = \"https://h/x\"\nevents = [\"*\"]\n", "webhook[0].secret"),
+        ("[[webhook]]\nurl = \"https://h/x\"\nsecret = \"s\"\n", "webhook[0].events"),
+        ("[[webhook]]\nurl = \"ftp://h/x\"\nsecret = \"s\"\nevents = [\"*\"]\n", "webhook[0].url"),
     ];
     for (extra, want) in cases {
         let (field, _, _) = invalid(&with(extra));
@@ -134,6 +139,13 @@ fn gateway_settings_are_checked() {
             2,
         ),
         ("max_query_bytes = 10", "gateway.max_query_bytes", 2),
+        (
+            "working_hours = \"18:00-08:00\"",
+            "gateway.working_hours",
+            2,
+        ),
+        ("working_hours = \"9-5\"", "gateway.working_hours", 2),
+        ("working_days = [\"monday\"]", "gateway.working_days", 2),
     ] {
         let (field, line, _) = invalid(&format!("[gateway]\n{}\n", g.0));
         assert_eq!(field, g.1);
