@@ -352,3 +352,76 @@ async fn pages_hear_about_changes_through_server_sent_events() {
     let anon = send(browser().get(format!("{}/ui/events", api.base))).await;
     assert_eq!(anon.status, StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn revoke_and_relinquish_from_the_grants_page() {
+    let api = Api::start().await;
+    let bob_token = api.login("bob").await;
+    let id = alice_request(&api).await;
+    let (_, b) = api
+        .call(
+            "POST",
+            &format!("/api/v1/requests/{id}/approve"),
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    let g = b["grant"]["id"].as_i64().unwrap();
+    let alice = ui_login(&api, "alice").await;
+    let page = get(&api, "/ui/grants", &alice).await;
+    assert!(page.body.contains("Relinquish"));
+    assert!(
+        !page.body.contains(">Revoke<"),
+        "the holder relinquishes, approvers revoke"
+    );
+    let eve = ui_login(&api, "eve").await;
+    let eves = csrf_in(&get(&api, "/ui/inbox", &eve).await.body);
+    let done = post(
+        &api,
+        &format!("/ui/grants/{g}/revoke"),
+        &eve,
+        &[("csrf", &eves)],
+    )
+    .await;
+    assert_eq!(
+        done.status,
+        StatusCode::NOT_FOUND,
+        "eve cannot see alice's grant"
+    );
+    let done = post(
+        &api,
+        &format!("/ui/grants/{g}/relinquish"),
+        &eve,
+        &[("csrf", &eves)],
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::NOT_FOUND);
+    let bob = ui_login(&api, "bob").await;
+    let page = get(&api, "/ui/grants", &bob).await;
+    assert!(page.body.contains(">Revoke<"));
+    let done = post(
+        &api,
+        &format!("/ui/grants/{g}/revoke"),
+        &bob,
+        &[("csrf", &csrf_in(&page.body)), ("reason", "done for today")],
+    )
+    .await;
+    assert!(
+        done.location.starts_with("/ui/grants?notice="),
+        "{}",
+        done.location
+    );
+    let ended = api.state.store.grant(g).await.unwrap().unwrap().value;
+    assert_eq!(ended.state.as_str(), "revoked");
+    assert_eq!(ended.ended_by.as_deref(), Some("bob"));
+    // Relinquishing an ended grant says why, without a change.
+    let page = get(&api, "/ui/grants", &alice).await;
+    let done = post(
+        &api,
+        &format!("/ui/grants/{g}/relinquish"),
+        &alice,
+        &[("csrf", &csrf_in(&page.body))],
+    )
+    .await;
+    assert!(done.location.contains("error="), "{}", done.location);
+}

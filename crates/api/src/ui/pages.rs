@@ -221,20 +221,57 @@ pub struct CsrfForm {
     reason: String,
 }
 
+/// A form that does one thing: CSRF first, then `action`; back to `to` with
+/// `done` or the error (someone else's id is a 404 page, as in the API).
+async fn form_action<T>(
+    state: &AppState,
+    u: &UiUser,
+    csrf: &str,
+    to: &str,
+    done: String,
+    action: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Response {
+    if let Some(r) = u.check_csrf(csrf) {
+        return r;
+    }
+    match action.await {
+        Ok(_) => back(to, "notice", &done),
+        Err(e) if e.status == StatusCode::NOT_FOUND => error_page(state, u, e),
+        Err(e) => back(to, "error", &e.message),
+    }
+}
+
 pub async fn cancel(
     State(state): S,
     u: UiUser,
     Path(id): Path<i64>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if let Some(r) = u.check_csrf(&f.csrf) {
-        return r;
-    }
-    match actions::cancel(&state, &u.user, id).await {
-        Ok(_) => back("/ui/requests", "notice", &format!("Request {id} withdrawn")),
-        Err(e) if e.status == StatusCode::NOT_FOUND => error_page(&state, &u, e),
-        Err(e) => back("/ui/requests", "error", &e.message),
-    }
+    let action = actions::cancel(&state, &u.user, id);
+    let done = format!("Request {id} withdrawn");
+    form_action(&state, &u, &f.csrf, "/ui/requests", done, action).await
+}
+
+pub async fn revoke(
+    State(state): S,
+    u: UiUser,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let action = actions::revoke(&state, &u.user, id, &f.reason);
+    let done = format!("Grant {id} revoked");
+    form_action(&state, &u, &f.csrf, "/ui/grants", done, action).await
+}
+
+pub async fn relinquish(
+    State(state): S,
+    u: UiUser,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let action = actions::relinquish(&state, &u.user, id);
+    let done = format!("Grant {id} relinquished");
+    form_action(&state, &u, &f.csrf, "/ui/grants", done, action).await
 }
 
 pub async fn grants(State(state): S, u: UiUser, Query(flash): Query<Flash>) -> Response {
@@ -256,38 +293,6 @@ pub async fn grants(State(state): S, u: UiUser, Query(flash): Query<Flash>) -> R
             })
         }
         Err(e) => error_page(&state, &u, e.into()),
-    }
-}
-
-pub async fn revoke(
-    State(state): S,
-    u: UiUser,
-    Path(id): Path<i64>,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    if let Some(r) = u.check_csrf(&f.csrf) {
-        return r;
-    }
-    match actions::revoke(&state, &u.user, id, &f.reason).await {
-        Ok(_) => back("/ui/grants", "notice", &format!("Grant {id} revoked")),
-        Err(e) if e.status == StatusCode::NOT_FOUND => error_page(&state, &u, e),
-        Err(e) => back("/ui/grants", "error", &e.message),
-    }
-}
-
-pub async fn relinquish(
-    State(state): S,
-    u: UiUser,
-    Path(id): Path<i64>,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    if let Some(r) = u.check_csrf(&f.csrf) {
-        return r;
-    }
-    match actions::relinquish(&state, &u.user, id).await {
-        Ok(_) => back("/ui/grants", "notice", &format!("Grant {id} relinquished")),
-        Err(e) if e.status == StatusCode::NOT_FOUND => error_page(&state, &u, e),
-        Err(e) => back("/ui/grants", "error", &e.message),
     }
 }
 
