@@ -16,7 +16,15 @@ pub struct BlastRadius {
 
 #[async_trait::async_trait]
 pub trait Inspector: Send + Sync {
-    async fn blast_radius(&self, database: &str, statement: &str) -> Result<BlastRadius, String>;
+    /// Plans `statement` as `user`'s login role holding `role` (what the
+    /// request would grant), so nothing the planner evaluates runs with more.
+    async fn blast_radius(
+        &self,
+        database: &str,
+        user: &str,
+        role: &str,
+        statement: &str,
+    ) -> Result<BlastRadius, String>;
     /// Logins with standing privileged access: `{"login", "why": [...]}` objects.
     async fn scan(&self, database: &str) -> Result<Vec<Value>, String>;
 }

@@ -109,25 +109,39 @@ pub fn explainable(sql: &str) -> bool {
         )
 }
 
-/// The planner's estimate for `sql` on `db`: EXPLAIN (never ANALYZE), in a
-/// READ ONLY transaction that is rolled back, with a statement timeout, sent
-/// as one extended-protocol statement (nothing after it can run).
-pub async fn blast_radius(cfg: &Config, db: &str, sql: &str) -> Result<(String, String), String> {
+/// The planner's estimate for `sql` on `db`: EXPLAIN (never ANALYZE), sent
+/// as one extended-protocol statement (nothing after it can run), with a
+/// statement timeout, as `user`'s login role holding `role`: the planner folds
+/// immutable functions while planning, and those must never run with the
+/// admin connection's rights. The membership is granted inside the
+/// transaction, which then turns READ ONLY and is rolled back: it is never
+/// committed, and no other session ever sees it.
+pub async fn blast_radius(
+    cfg: &Config,
+    db: &str,
+    user: &str,
+    role: &str,
+    sql: &str,
+) -> Result<(String, String), String> {
     if !explainable(sql) {
         return Err(
             "only a single SELECT, INSERT, UPDATE, DELETE or MERGE can be previewed".into(),
         );
     }
     let mut client = connect(cfg, db).await?;
-    let tx = client
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .await
-        .map_err(|e| e.to_string())?;
-    tx.batch_execute("SET LOCAL statement_timeout = '3s'")
-        .await
-        .map_err(|e| e.to_string())?;
+    let login_role = format!("{}{user}", cfg.gateway.login_role_prefix);
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = '3s'; GRANT {role_q} TO {login_q}; \
+         SET LOCAL ROLE {login_q}; SET TRANSACTION READ ONLY",
+        role_q = proxy::login_role::quote_ident(role),
+        login_q = proxy::login_role::quote_ident(&login_role),
+    ))
+    .await
+    .map_err(|e| match e.as_db_error() {
+        Some(d) => format!("cannot plan as {login_role} with {role}: {}", d.message()),
+        None => e.to_string(),
+    })?;
     let explain = |format: &str| format!("EXPLAIN (FORMAT {format}) {sql}");
     let err = |e: tokio_postgres::Error| match e.as_db_error() {
         Some(d) => d.message().to_string(),

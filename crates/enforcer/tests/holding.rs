@@ -229,3 +229,56 @@ async fn a_held_statement_never_runs_for_a_client_that_left() {
     assert_eq!(total.trim(), "54", "the held UPDATE did not run");
     j.stop().await;
 }
+
+#[tokio::test]
+async fn previews_plan_as_the_requester_and_leave_nothing_behind() {
+    let j = Jitgate::start("").await;
+    let (alice, _) = j.connect("alice").await; // creates her login role
+    drop(alice);
+    cluster()
+        .psql(
+            "app",
+            "CREATE OR REPLACE FUNCTION planner_sees() RETURNS text IMMUTABLE LANGUAGE sql \
+             AS $$ SELECT current_user::text $$",
+        )
+        .unwrap();
+    let (summary, plan) = enforcer::inspect::blast_radius(
+        &j.config,
+        "app",
+        "alice",
+        "app_write",
+        "UPDATE orders SET total = 0 WHERE id = 80 AND planner_sees() <> 'x'",
+    )
+    .await
+    .unwrap();
+    assert!(
+        summary.starts_with("Update on orders: about 1 row"),
+        "{summary}"
+    );
+    // The function the planner folded ran as alice's login role, not as admin.
+    let sql = "SELECT * FROM orders WHERE total::text = planner_sees()";
+    let (_, plan2) = enforcer::inspect::blast_radius(&j.config, "app", "alice", "app_write", sql)
+        .await
+        .unwrap();
+    assert!(plan2.contains(&j.login_role("alice")), "{plan2}");
+    assert!(!plan2.contains("'postgres'"), "{plan2}");
+    assert!(plan.contains("Index Scan"), "{plan}");
+    assert!(!j.member("alice"), "the membership was never committed");
+    for bad in [
+        "UPDATE orders SET total = 0; DROP TABLE orders",
+        "DROP TABLE orders",
+        "SELEC 1",
+    ] {
+        assert!(
+            enforcer::inspect::blast_radius(&j.config, "app", "alice", "app_write", bad)
+                .await
+                .is_err(),
+            "{bad}"
+        );
+    }
+    let n = cluster()
+        .psql("app", "SELECT count(*) FROM orders")
+        .unwrap();
+    assert_eq!(n.trim(), "1000");
+    j.stop().await;
+}

@@ -117,9 +117,12 @@ impl api::inspect::Inspector for DbInspector {
     async fn blast_radius(
         &self,
         database: &str,
+        user: &str,
+        role: &str,
         statement: &str,
     ) -> Result<api::inspect::BlastRadius, String> {
-        let (summary, plan) = enforcer::inspect::blast_radius(&self.0, database, statement).await?;
+        let (summary, plan) =
+            enforcer::inspect::blast_radius(&self.0, database, user, role, statement).await?;
         Ok(api::inspect::BlastRadius { summary, plan })
     }
 

@@ -180,6 +180,22 @@ async fn bob_approves_alices_statement_in_the_browser() {
         .unwrap();
     }
 
+    // Readable on a phone: nothing wider than the screen.
+    b.set_window_size(390, 844).await.unwrap();
+    let fits = b
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fits,
+        serde_json::Value::Bool(true),
+        "the inbox overflows a phone screen"
+    );
+    b.set_window_size(1000, 720).await.unwrap();
+
     // Approve; the grant appears with a countdown that ticks.
     b.find(Locator::Css("input[name=comment]"))
         .await

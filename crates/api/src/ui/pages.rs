@@ -87,7 +87,7 @@ async fn with_preview(state: &AppState, mut v: RequestView) -> RequestView {
     let sql = sql.to_string();
     let result = tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        inspector.blast_radius(&v.database, &sql),
+        inspector.blast_radius(&v.database, &v.user, &v.role, &sql),
     )
     .await
     .unwrap_or_else(|_| Err("the preview timed out".into()));
