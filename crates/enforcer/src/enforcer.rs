@@ -142,6 +142,14 @@ impl Enforcer {
 
     pub async fn step(&mut self) -> Result<(), EnforceError> {
         let now = self.hook.clock.now();
+        // Time ends grants even while the store cannot be read: fail closed.
+        let expired: Vec<ActiveGrant> = self
+            .applied
+            .values()
+            .filter(|g| g.expires_at <= now)
+            .cloned()
+            .collect();
+        self.withdraw(&expired, now).await;
         let desired = self.active_in_store(now).await?;
         let ended: Vec<ActiveGrant> = self
             .applied
@@ -149,14 +157,7 @@ impl Enforcer {
             .filter(|g| !desired.contains_key(&g.id))
             .cloned()
             .collect();
-        if !ended.is_empty() {
-            for g in &ended {
-                self.applied.remove(&g.id);
-                self.warned.remove(&g.id);
-            }
-            self.grants().publish(self.applied.values().cloned());
-            self.end(&ended, now).await;
-        }
+        self.withdraw(&ended, now).await;
         let mut added = false;
         let new: Vec<ActiveGrant> = desired
             .into_values()
@@ -176,6 +177,19 @@ impl Enforcer {
         }
         self.warn(now);
         Ok(())
+    }
+
+    /// Takes ended grants out of the gateway's table, then out of the database.
+    async fn withdraw(&mut self, ended: &[ActiveGrant], now: Time) {
+        if ended.is_empty() {
+            return;
+        }
+        for g in ended {
+            self.applied.remove(&g.id);
+            self.warned.remove(&g.id);
+        }
+        self.grants().publish(self.applied.values().cloned());
+        self.end(ended, now).await;
     }
 
     fn membership(&self, g: &ActiveGrant) -> Membership {

@@ -282,3 +282,44 @@ async fn previews_plan_as_the_requester_and_leave_nothing_behind() {
     assert_eq!(n.trim(), "1000");
     j.stop().await;
 }
+
+#[tokio::test]
+async fn with_the_store_down_grants_still_end_on_time_and_nothing_new_is_filed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("state.db").display());
+    let flaky = std::sync::Arc::new(common::flaky::FlakyStore {
+        inner: store::open(&url).await.unwrap(),
+        down: Default::default(),
+    });
+    let j = Jitgate::start_on(&config_text(""), flaky.clone(), dir).await;
+    let (alice, _) = j.connect("alice").await;
+    let id = j.request("alice", chrono::Duration::seconds(2)).await;
+    j.approve(id, "bob").await;
+    assert!(j.until(Duration::from_secs(2), || j.member("alice")).await);
+    flaky.down.store(true, std::sync::atomic::Ordering::Relaxed);
+    alice
+        .batch_execute("UPDATE orders SET total = total WHERE id = 90")
+        .await
+        .unwrap();
+    // The grant ends on time: refused at the gateway, revoked in the database.
+    assert!(j.until(Duration::from_secs(4), || !j.member("alice")).await);
+    let e = alice
+        .batch_execute("UPDATE orders SET total = total WHERE id = 90")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(message(&e).contains("state store unavailable"), "{e}");
+    // Reads need nothing from the store.
+    assert_eq!(
+        alice
+            .query_one("SELECT 5", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        5
+    );
+    flaky
+        .down
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    j.stop().await;
+}

@@ -4,6 +4,8 @@
 //! `store::service`, exactly what the API calls.
 #![allow(dead_code)]
 
+pub mod flaky;
+
 use config::Config;
 use enforcer::Runtime;
 use pgcluster::Cluster;
@@ -143,12 +145,17 @@ impl Jitgate {
 
     /// Starts on `text`, with the store at `dir` (a fresh one if `None`).
     pub async fn start_text(text: &str, dir: Option<tempfile::TempDir>) -> Jitgate {
-        init_tracing();
-        let config = Arc::new(Config::from_toml(text).expect("test config"));
-        let policy = Arc::new(Policy::from_config(&config).expect("policy"));
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
         let url = format!("sqlite://{}", dir.path().join("state.db").display());
         let store = store::open(&url).await.expect("store");
+        Self::start_on(text, store, dir).await
+    }
+
+    /// Starts on `text` with `store` (kept in `dir`).
+    pub async fn start_on(text: &str, store: Arc<dyn Store>, dir: tempfile::TempDir) -> Jitgate {
+        init_tracing();
+        let config = Arc::new(Config::from_toml(text).expect("test config"));
+        let policy = Arc::new(Policy::from_config(&config).expect("policy"));
         let changed = Arc::new(store::Changes::default());
         let clock: Arc<dyn Clock> = Arc::new(policy::clock::SystemClock);
         let runtime = Runtime::start(
