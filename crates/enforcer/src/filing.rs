@@ -170,7 +170,7 @@ fn approvers(st: &HookState, r: &Request) -> String {
 
 fn follow_up(st: &HookState, id: i64) -> String {
     format!(
-        "jitgate requests --user <you>, or {}/api/v1/requests/{id}",
+        "jitgate requests --user <you>, or {}/ui/requests/{id}",
         st.config.gateway.public_url()
     )
 }

@@ -29,7 +29,7 @@ async fn refused_write_files_one_request_and_approval_unlocks_the_same_session()
         "\"app_write\"",
         &format!("request {}", r.id),
         "leads (bob)",
-        &format!("/api/v1/requests/{}", r.id),
+        &format!("/ui/requests/{}", r.id),
     ] {
         assert!(m.contains(part), "{part:?} missing from: {m}");
     }
