@@ -28,3 +28,31 @@ pub trait Inspector: Send + Sync {
     /// Logins with standing privileged access: `{"login", "why": [...]}` objects.
     async fn scan(&self, database: &str) -> Result<Vec<Value>, String>;
 }
+
+/// Recent previews by request id (a minute each, at most 1,000).
+#[derive(Default)]
+pub struct PreviewCache {
+    map: std::sync::Mutex<std::collections::HashMap<i64, (std::time::Instant, BlastRadius)>>,
+}
+
+impl PreviewCache {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+    pub fn get(&self, request: i64) -> Option<BlastRadius> {
+        let map = self.map.lock().unwrap();
+        map.get(&request)
+            .filter(|(at, _)| at.elapsed() < Self::TTL)
+            .map(|(_, b)| b.clone())
+    }
+
+    pub fn put(&self, request: i64, b: BlastRadius) {
+        let mut map = self.map.lock().unwrap();
+        if map.len() >= 1000 {
+            map.retain(|_, (at, _)| at.elapsed() < Self::TTL);
+            if map.len() >= 1000 {
+                map.clear();
+            }
+        }
+        map.insert(request, (std::time::Instant::now(), b));
+    }
+}

@@ -53,6 +53,7 @@ pub struct AppState {
     /// Database look-ups for the web UI (set by `jitgate serve`; absent in
     /// tests of the API alone, where the pages say so).
     pub inspector: std::sync::OnceLock<Arc<dyn inspect::Inspector>>,
+    pub previews: inspect::PreviewCache,
 }
 
 impl AppState {
@@ -72,6 +73,7 @@ impl AppState {
             decoy_salt: rand::random(),
             changed: Arc::new(store::Changes::default()),
             inspector: std::sync::OnceLock::new(),
+            previews: inspect::PreviewCache::default(),
         })
     }
 

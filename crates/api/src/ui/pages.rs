@@ -79,11 +79,20 @@ fn url_escape(s: &str) -> String {
         .collect()
 }
 
-/// Adds the planner's estimate to a request that carries a statement.
+/// Adds the planner's estimate to a request that carries a statement. Kept
+/// for a minute per request: pages reload on every change, and each preview
+/// is a database round trip.
 async fn with_preview(state: &AppState, mut v: RequestView) -> RequestView {
     let (Some(inspector), Some(sql)) = (state.inspector.get(), v.previewable()) else {
         return v;
     };
+    if let Some(p) = state.previews.get(v.id) {
+        v.preview = Some(Preview {
+            summary: p.summary,
+            plan: p.plan,
+        });
+        return v;
+    }
     let sql = sql.to_string();
     let result = tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -92,10 +101,13 @@ async fn with_preview(state: &AppState, mut v: RequestView) -> RequestView {
     .await
     .unwrap_or_else(|_| Err("the preview timed out".into()));
     v.preview = Some(match result {
-        Ok(b) => Preview {
-            summary: b.summary,
-            plan: b.plan,
-        },
+        Ok(b) => {
+            state.previews.put(v.id, b.clone());
+            Preview {
+                summary: b.summary,
+                plan: b.plan,
+            }
+        }
         Err(e) => Preview {
             summary: format!("no preview: {e}"),
             plan: String::new(),
