@@ -259,6 +259,21 @@ impl StatementHook for PolicyHook {
         if let Some(reason) = &action.sets_reason {
             session.notes.lock().unwrap().reason = Some(reason.clone());
         }
+        if let Some(role) = action.owners.iter().find(|r| st.policy.role(r).is_some()) {
+            let text = statement_text(statement, Some(action));
+            let err = st.refusal(format!(
+                "jitgate refuses handing objects or default privileges to managed role \"{role}\": \
+                 its rights would outlive any grant"
+            ));
+            return Check::Refuse(st.refuse(
+                session,
+                &text,
+                action.kind.as_str(),
+                Some(role),
+                err,
+                true,
+            ));
+        }
         let now = st.clock.now();
         let granted = st.granted(session, now);
         match st.decide(session, action, &granted) {

@@ -108,6 +108,8 @@ async fn identity_changes_unreadable_text_denied_objects_and_unnamed_calls_are_r
         "SELECT bump(1)",
         "SELECT pg_read_file('/etc/passwd')",
         "COPY orders TO PROGRAM 'true'",
+        "ALTER FUNCTION bump(int) OWNER TO app_write",
+        "REASSIGN OWNED BY CURRENT_USER TO app_write",
     ] {
         let e = alice.batch_execute(sql).await.unwrap_err();
         assert_eq!(sqlstate(&e), "42501", "{sql}: {e}");

@@ -66,6 +66,10 @@ pub struct Action {
     pub holdable_cursor: bool,
     /// `SET jitgate.reason = '...'`: the reason for requests this session files.
     pub sets_reason: Option<String>,
+    /// Roles the statement hands objects or default privileges to (`ALTER ...
+    /// OWNER TO r`, `REASSIGN OWNED ... TO r`, `CREATE SCHEMA ...
+    /// AUTHORIZATION r`, `ALTER DEFAULT PRIVILEGES FOR ROLE r`).
+    pub owners: BTreeSet<String>,
 }
 
 impl Action {
@@ -77,6 +81,7 @@ impl Action {
             identity_change: false,
             holdable_cursor: false,
             sets_reason: None,
+            owners: BTreeSet::new(),
         }
     }
 
@@ -193,10 +198,12 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
     if functions.iter().any(|f| is_admin_function(f)) {
         kind = kind.max(ActionKind::Admin);
     }
+    let mut owners = BTreeSet::new();
     for (node, _, _, _) in parsed.protobuf.nodes() {
         if let NodeRef::FuncCall(call) = node {
             identity_change |= sets_identity(call);
         }
+        new_owners(node, &mut owners);
     }
     Ok(Action {
         kind,
@@ -205,7 +212,50 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         identity_change,
         holdable_cursor,
         sets_reason,
+        owners,
     })
+}
+
+/// The roles a node hands ownership or default privileges to (named roles
+/// only: CURRENT_USER and the like are the session's own login role).
+fn new_owners(node: NodeRef<'_>, out: &mut BTreeSet<String>) {
+    let mut add = |r: &Option<pg_query::protobuf::RoleSpec>| {
+        if let Some(r) = r.as_ref().filter(|r| !r.rolename.is_empty()) {
+            out.insert(r.rolename.clone());
+        }
+    };
+    match node {
+        NodeRef::AlterOwnerStmt(s) => add(&s.newowner),
+        NodeRef::AlterTableStmt(a) => {
+            for c in &a.cmds {
+                if let Some(NodeEnum::AlterTableCmd(c)) = &c.node {
+                    if c.subtype == AlterTableType::AtChangeOwner as i32 {
+                        add(&c.newowner);
+                    }
+                }
+            }
+        }
+        NodeRef::ReassignOwnedStmt(s) => add(&s.newrole),
+        NodeRef::CreateSchemaStmt(s) => add(&s.authrole),
+        NodeRef::AlterDefaultPrivilegesStmt(s) => {
+            for opt in &s.options {
+                let Some(NodeEnum::DefElem(d)) = &opt.node else {
+                    continue;
+                };
+                if d.defname != "roles" {
+                    continue;
+                }
+                if let Some(NodeEnum::List(l)) = d.arg.as_ref().and_then(|a| a.node.as_ref()) {
+                    for item in &l.items {
+                        if let Some(NodeEnum::RoleSpec(r)) = &item.node {
+                            add(&Some(r.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The session setting whose value becomes the reason of auto-filed requests.

@@ -164,3 +164,30 @@ fn functions_that_are_not_built_in_make_a_call() {
     assert_eq!(kind("DELETE FROM orders WHERE id = f()"), Call);
     assert_eq!(kind("DROP TABLE x"), Ddl);
 }
+
+#[test]
+fn statements_that_hand_objects_to_a_role_name_it() {
+    for (sql, want) in [
+        ("ALTER TABLE orders OWNER TO app_write", vec!["app_write"]),
+        ("ALTER FUNCTION f() OWNER TO App_Write", vec!["app_write"]),
+        ("ALTER FUNCTION f() OWNER TO \"Mixed\"", vec!["Mixed"]),
+        (
+            "REASSIGN OWNED BY jit_alice TO app_write",
+            vec!["app_write"],
+        ),
+        ("CREATE SCHEMA s AUTHORIZATION app_write", vec!["app_write"]),
+        (
+            "ALTER DEFAULT PRIVILEGES FOR ROLE app_write GRANT SELECT ON TABLES TO jit_alice",
+            vec!["app_write"],
+        ),
+        ("ALTER TABLE orders OWNER TO CURRENT_USER", vec![]),
+        ("ALTER TABLE orders ADD COLUMN x int", vec![]),
+    ] {
+        let a = classify(sql).unwrap();
+        assert_eq!(
+            a.owners.iter().map(String::as_str).collect::<Vec<_>>(),
+            want,
+            "{sql}"
+        );
+    }
+}
