@@ -13,7 +13,7 @@ use crate::audit::{AuditSink, StatementRecord};
 use crate::cache::{Cache, Classified};
 use crate::grants::GrantTable;
 use config::Config;
-use policy::classify::{classify, Action, ActionKind};
+use policy::classify::{classify, Action, ActionKind, PreparedOp};
 use policy::rules::{Rules, Verdict as RuleVerdict};
 use policy::{Clock, Policy, Time};
 use proxy::{Check, Session, Statement, StatementHook};
@@ -274,6 +274,51 @@ impl StatementHook for PolicyHook {
                 true,
             ));
         }
+        // SQL-level prepared statements: EXECUTE is judged as what was prepared.
+        let stored;
+        let action = match &action.prepared {
+            Some(PreparedOp::Execute(name)) => {
+                stored = session.notes.lock().unwrap().prepared.get(name).cloned();
+                match stored.as_ref().and_then(|a| a.downcast_ref::<Action>()) {
+                    Some(prepared) => prepared,
+                    None => action, // unknown: refused unless a rule allows it
+                }
+            }
+            Some(PreparedOp::Prepare(name))
+                if session.notes.lock().unwrap().prepared.contains_key(name) =>
+            {
+                // PostgreSQL refuses it too; one name, one meaning.
+                return Check::Refuse(ErrorFields::error(
+                    "42P05",
+                    format!("prepared statement \"{name}\" already exists"),
+                ));
+            }
+            _ => action,
+        };
+        let check = self.verdict(session, statement, action);
+        if matches!(check, Check::Allow) {
+            let mut notes = session.notes.lock().unwrap();
+            match &action.prepared {
+                Some(PreparedOp::Prepare(name)) => {
+                    notes
+                        .prepared
+                        .insert(name.clone(), Arc::new(action.clone()));
+                }
+                Some(PreparedOp::Deallocate(Some(name))) => {
+                    notes.prepared.remove(name);
+                }
+                Some(PreparedOp::Deallocate(None)) => notes.prepared.clear(),
+                _ => {}
+            }
+        }
+        check
+    }
+}
+
+impl PolicyHook {
+    /// The rules' answer for `action`, with grants, filing and holding.
+    fn verdict(&self, session: &Arc<Session>, statement: Statement<'_>, action: &Action) -> Check {
+        let st = &self.state;
         let now = st.clock.now();
         let granted = st.granted(session, now);
         match st.decide(session, action, &granted) {

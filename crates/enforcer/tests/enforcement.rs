@@ -163,11 +163,22 @@ async fn at_the_end_no_session_keeps_the_role_on_any_path() {
             .unwrap(),
         1
     );
+    // Reading secrets needs the grant; a WITH HOLD cursor would keep the rows.
+    let n: i64 = alice
+        .query_one("SELECT count(*) FROM secrets", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
     let e = alice
-        .batch_execute("DECLARE kept CURSOR WITH HOLD FOR SELECT * FROM orders FOR UPDATE")
+        .batch_execute("DECLARE kept CURSOR WITH HOLD FOR SELECT * FROM secrets")
         .await
         .unwrap_err();
-    assert!(message(&e).contains("WITH HOLD"), "{e}");
+    assert!(
+        message(&e).starts_with("jitgate refuses WITH HOLD cursors"),
+        "{}",
+        message(&e)
+    );
     alice
         .batch_execute("BEGIN; UPDATE orders SET total = -1 WHERE id = 12")
         .await
@@ -397,6 +408,42 @@ async fn alerts_for_many_refusals_and_privileged_use_outside_working_hours() {
         count("alert.off_hours"),
         1,
         "once per grant, not per statement"
+    );
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn sql_prepared_statements_are_judged_as_what_was_prepared() {
+    let j = Jitgate::start("").await;
+    let (alice, _) = j.connect("alice").await;
+    let run = |sql: &'static str| {
+        let alice = &alice;
+        async move { alice.simple_query(sql).await }
+    };
+    run("PREPARE r AS SELECT count(*) FROM orders")
+        .await
+        .unwrap();
+    assert!(run("EXECUTE r").await.is_ok(), "a prepared read runs");
+    let e = run("PREPARE r AS SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42P05");
+    run("DEALLOCATE r").await.unwrap();
+    run("PREPARE r AS SELECT 2").await.unwrap();
+    let e = run("EXECUTE never_prepared").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    // A write prepared under a grant is refused by the gateway once it ends.
+    short_grant(&j, 2).await;
+    run("PREPARE w AS UPDATE orders SET total = total WHERE id = 95")
+        .await
+        .unwrap();
+    run("EXECUTE w").await.unwrap();
+    assert!(j.until(Duration::from_secs(5), || !j.member("alice")).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let e = run("EXECUTE w").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(
+        message(&e).starts_with("jitgate"),
+        "refused by the gateway: {}",
+        message(&e)
     );
     j.stop().await;
 }

@@ -70,6 +70,17 @@ pub struct Action {
     /// OWNER TO r`, `REASSIGN OWNED ... TO r`, `CREATE SCHEMA ...
     /// AUTHORIZATION r`, `ALTER DEFAULT PRIVILEGES FOR ROLE r`).
     pub owners: BTreeSet<String>,
+    /// What a lone statement does to SQL-level prepared statements.
+    pub prepared: Option<PreparedOp>,
+}
+
+/// `PREPARE`, `EXECUTE`, `DEALLOCATE` (and `DISCARD ALL`), by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum PreparedOp {
+    Prepare(String),
+    Execute(String),
+    /// `None`: all of them.
+    Deallocate(Option<String>),
 }
 
 impl Action {
@@ -82,6 +93,7 @@ impl Action {
             holdable_cursor: false,
             sets_reason: None,
             owners: BTreeSet::new(),
+            prepared: None,
         }
     }
 
@@ -194,10 +206,8 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
             _ => {}
         }
     }
-    let functions: BTreeSet<String> = parsed.functions.iter().map(|(f, _)| f.clone()).collect();
-    if functions.iter().any(|f| is_admin_function(f)) {
-        kind = kind.max(ActionKind::Admin);
-    }
+    let mut functions: BTreeSet<String> = parsed.functions.iter().map(|(f, _)| f.clone()).collect();
+    let mut objects: BTreeSet<String> = parsed.tables.iter().map(|(t, _)| t.clone()).collect();
     let mut owners = BTreeSet::new();
     for (node, _, _, _) in parsed.protobuf.nodes() {
         if let NodeRef::FuncCall(call) = node {
@@ -205,15 +215,78 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         }
         new_owners(node, &mut owners);
     }
+    // The parser's table and function lists stop at the queries of PREPARE,
+    // DECLARE CURSOR and CREATE RULE: read each on its own (deparsed), so a
+    // statement that wraps a query touches what that query touches.
+    for raw in &parsed.protobuf.stmts {
+        let node = raw.stmt.as_ref().and_then(|s| s.node.as_ref());
+        for query in wrapped_queries(node) {
+            let inner = wrapped_query(parsed.protobuf.version, query)?;
+            kind = kind.max(inner.kind);
+            objects.extend(inner.objects);
+            functions.extend(inner.functions);
+            owners.extend(inner.owners);
+            identity_change |= inner.identity_change;
+            holdable_cursor |= inner.holdable_cursor;
+        }
+    }
+    if functions.iter().any(|f| is_admin_function(f)) {
+        kind = kind.max(ActionKind::Admin);
+    }
     Ok(Action {
         kind,
-        objects: parsed.tables.iter().map(|(t, _)| t.clone()).collect(),
+        objects,
         functions,
         identity_change,
         holdable_cursor,
         sets_reason,
         owners,
+        prepared: match parsed.protobuf.stmts.as_slice() {
+            [one] => prepared_op(one.stmt.as_ref().and_then(|s| s.node.as_ref())),
+            _ => None,
+        },
     })
+}
+
+/// Queries a statement carries inside it that the parser's lists skip.
+fn wrapped_queries(node: Option<&NodeEnum>) -> Vec<&pg_query::protobuf::Node> {
+    match node {
+        Some(NodeEnum::PrepareStmt(p)) => p.query.as_deref().into_iter().collect(),
+        Some(NodeEnum::DeclareCursorStmt(d)) => d.query.as_deref().into_iter().collect(),
+        Some(NodeEnum::RuleStmt(r)) => r.actions.iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The classification of a wrapped query (unreadable: an error, refused).
+fn wrapped_query(version: i32, query: &pg_query::protobuf::Node) -> Result<Action, ClassifyError> {
+    let result = pg_query::protobuf::ParseResult {
+        version,
+        stmts: vec![pg_query::protobuf::RawStmt {
+            stmt: Some(Box::new(query.clone())),
+            stmt_location: 0,
+            stmt_len: 0,
+        }],
+    };
+    let sql = pg_query::deparse(&result, Default::default())
+        .map_err(|e| ClassifyError(format!("a wrapped query cannot be read: {e}")))?;
+    classify(&sql)
+}
+
+fn prepared_op(node: Option<&NodeEnum>) -> Option<PreparedOp> {
+    use pg_query::protobuf::DiscardMode;
+    match node? {
+        NodeEnum::PrepareStmt(p) => Some(PreparedOp::Prepare(p.name.clone())),
+        NodeEnum::ExecuteStmt(e) => Some(PreparedOp::Execute(e.name.clone())),
+        NodeEnum::DeallocateStmt(d) if d.isall || d.name.is_empty() => {
+            Some(PreparedOp::Deallocate(None))
+        }
+        NodeEnum::DeallocateStmt(d) => Some(PreparedOp::Deallocate(Some(d.name.clone()))),
+        NodeEnum::DiscardStmt(d) if d.target == DiscardMode::DiscardAll as i32 => {
+            Some(PreparedOp::Deallocate(None))
+        }
+        _ => None,
+    }
 }
 
 /// The roles a node hands ownership or default privileges to (named roles

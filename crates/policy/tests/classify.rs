@@ -191,3 +191,29 @@ fn statements_that_hand_objects_to_a_role_name_it() {
         );
     }
 }
+
+#[test]
+fn objects_are_found_inside_wrapping_statements() {
+    for sql in [
+        "PREPARE w AS UPDATE orders SET total = 0 WHERE id = $1",
+        "DECLARE c CURSOR FOR SELECT * FROM orders",
+        "EXPLAIN ANALYZE DELETE FROM orders",
+        "CREATE TABLE t2 AS SELECT * FROM orders",
+        "COPY (SELECT * FROM orders) TO STDOUT",
+        "WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d",
+        "CREATE VIEW v AS SELECT * FROM orders",
+        "CREATE MATERIALIZED VIEW mv AS SELECT * FROM orders",
+        "EXPLAIN SELECT * FROM orders",
+        "CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM orders",
+        "DECLARE c CURSOR WITH HOLD FOR SELECT * FROM orders",
+        "PREPARE p AS SELECT * FROM orders",
+    ] {
+        let a = classify(sql).unwrap();
+        assert!(a.objects.contains("orders"), "{sql}: {:?}", a.objects);
+    }
+    // A rule's action is what the rule does: a write.
+    let rule = classify("CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM orders").unwrap();
+    assert_eq!(rule.kind, Write.max(Ddl));
+    let cursor = classify("DECLARE c CURSOR FOR SELECT pg_read_file('/etc/passwd')").unwrap();
+    assert_eq!(cursor.kind, Admin);
+}

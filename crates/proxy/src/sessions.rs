@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use wire::backend::ErrorFields;
 
 /// What the statement hook remembers about a session between statements.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Notes {
     /// From `SET jitgate.reason = '...'`: the reason of requests this session files.
     pub reason: Option<String>,
@@ -29,6 +29,9 @@ pub struct Notes {
     pub roles_in_transaction: BTreeSet<String>,
     /// Roles whose grants let any statement of this session through.
     pub roles_used: BTreeSet<String>,
+    /// SQL-level prepared statements (`PREPARE name AS ...`) and what the hook
+    /// found the prepared statement to be; opaque to the proxy.
+    pub prepared: HashMap<String, Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// One client connection through the gateway.

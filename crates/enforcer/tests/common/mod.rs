@@ -34,8 +34,12 @@ pub fn cluster() -> &'static Cluster {
              CREATE TABLE payments (id int PRIMARY KEY, amount int NOT NULL);
              INSERT INTO payments SELECT i, i FROM generate_series(1, 100) i;
              CREATE TABLE audit_trail (id int);
+             CREATE TABLE secrets (id int, note text);
+             INSERT INTO secrets VALUES (1, 'the launch code');
              GRANT USAGE ON SCHEMA public TO app_read, app_write;
              GRANT SELECT ON ALL TABLES IN SCHEMA public TO app_read;
+             REVOKE SELECT ON secrets FROM app_read;
+             GRANT SELECT ON secrets TO app_write;
              GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_write;
              CREATE FUNCTION as_writer() RETURNS text LANGUAGE sql SET role = app_write
                  AS $$ SELECT current_user::text $$;
@@ -115,6 +119,12 @@ database = "app"
 actions = ["write"]
 objects = ["audit_trail"]
 role = "deny"
+
+[[rule]]
+database = "app"
+actions = ["read"]
+objects = ["secrets"]
+role = "app_write"
 
 [[rule]]
 database = "app"
