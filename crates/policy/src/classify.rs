@@ -212,6 +212,10 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
     for (node, _, _, _) in parsed.protobuf.nodes() {
         if let NodeRef::FuncCall(call) = node {
             identity_change |= sets_identity(call);
+            if let Some(written) = writes_through(call) {
+                kind = kind.max(ActionKind::Write);
+                objects.extend(written);
+            }
         }
         new_owners(node, &mut owners);
     }
@@ -334,18 +338,59 @@ fn new_owners(node: NodeRef<'_>, out: &mut BTreeSet<String>) {
 /// The session setting whose value becomes the reason of auto-filed requests.
 pub const REASON_SETTING: &str = "jitgate.reason";
 
-/// `set_config('role' | 'session_authorization', ...)`, or a `set_config` whose
-/// first argument is not a constant (we cannot tell: assume the worst).
-fn sets_identity(call: &pg_query::protobuf::FuncCall) -> bool {
-    let name = call
-        .funcname
+/// Built-in functions that change data: sequences and large objects.
+const WRITE_FUNCTIONS: &[&str] = &[
+    "nextval",
+    "setval",
+    "lo_create",
+    "lo_creat",
+    "lo_unlink",
+    "lowrite",
+    "lo_put",
+    "lo_truncate",
+    "lo_truncate64",
+    "lo_from_bytea",
+];
+
+fn func_name(call: &pg_query::protobuf::FuncCall) -> String {
+    call.funcname
         .iter()
         .rev()
         .find_map(|n| match &n.node {
             Some(NodeEnum::String(s)) => Some(s.sval.to_ascii_lowercase()),
             _ => None,
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// If `call` writes (a sequence or a large object): the sequence it names,
+/// when that is a constant (`nextval('public.orders_id_seq')`).
+fn writes_through(call: &pg_query::protobuf::FuncCall) -> Option<Vec<String>> {
+    let name = func_name(call);
+    if !WRITE_FUNCTIONS.contains(&name.as_str()) {
+        return None;
+    }
+    let sequence = match call.args.first().and_then(|a| a.node.as_ref()) {
+        Some(NodeEnum::AConst(c)) => match &c.val {
+            Some(Val::Sval(s)) if name.ends_with("val") => Some(s.sval.to_ascii_lowercase()),
+            _ => None,
+        },
+        Some(NodeEnum::TypeCast(t)) => match t.arg.as_ref().and_then(|a| a.node.as_ref()) {
+            Some(NodeEnum::AConst(c)) => match &c.val {
+                Some(Val::Sval(s)) if name.ends_with("val") => Some(s.sval.to_ascii_lowercase()),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    };
+    Some(sequence.into_iter().collect())
+}
+
+/// `set_config('role' | 'session_authorization', ...)`, or a `set_config` whose
+/// first argument is not a constant (we cannot tell: assume the worst).
+fn sets_identity(call: &pg_query::protobuf::FuncCall) -> bool {
+    let name = func_name(call);
     if name != "set_config" {
         return false;
     }

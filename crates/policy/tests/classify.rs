@@ -217,3 +217,23 @@ fn objects_are_found_inside_wrapping_statements() {
     let cursor = classify("DECLARE c CURSOR FOR SELECT pg_read_file('/etc/passwd')").unwrap();
     assert_eq!(cursor.kind, Admin);
 }
+
+#[test]
+fn built_in_functions_that_change_data_are_writes() {
+    for (sql, object) in [
+        ("SELECT nextval('orders_id_seq')", Some("orders_id_seq")),
+        (
+            "SELECT setval('public.orders_id_seq'::regclass, 1)",
+            Some("public.orders_id_seq"),
+        ),
+        ("SELECT lo_unlink(16401)", None),
+        ("SELECT lowrite(0, 'x')", None),
+    ] {
+        let a = classify(sql).unwrap();
+        assert_eq!(a.kind, Write, "{sql}");
+        if let Some(o) = object {
+            assert!(a.objects.contains(o), "{sql}: {:?}", a.objects);
+        }
+    }
+    assert_eq!(classify("SELECT currval('s')").unwrap().kind, Read);
+}
