@@ -296,7 +296,7 @@ impl StatementHook for PolicyHook {
             _ => action,
         };
         let check = self.verdict(session, statement, action);
-        if matches!(check, Check::Allow) {
+        if action.prepared.is_some() && matches!(check, Check::Allow) {
             let mut notes = session.notes.lock().unwrap();
             match &action.prepared {
                 Some(PreparedOp::Prepare(name)) => {
