@@ -1,5 +1,7 @@
-//! The HTTP API (axum), under `/api/v1/`, with `/healthz` and `/metrics`.
+//! The HTTP face of jitgate (axum): the JSON API under `/api/v1/` with
+//! `/healthz` and `/metrics`, the approvers' web UI under `/ui/`, and webhooks.
 //!
+//! - [`actions`]: what a person can do, written once for the API and the UI.
 //! - [`auth`]: login with user and password for a bearer token (stored hashed,
 //!   with expiry, revocable); the [`auth::Caller`] extractor.
 //! - [`error`]: every error is JSON `{"error": {"code", "message"}}` with a
@@ -7,6 +9,9 @@
 //! - [`routes`]: requests, decisions, grants, audit, the caller's effective policy.
 //! - [`openapi`]: the OpenAPI document at `/api/v1/openapi.json`.
 //! - [`metrics`]: Prometheus text at `/metrics`.
+//! - [`ui`]: server-rendered pages, cookie sessions, CSRF, server-sent events.
+//! - [`webhooks`]: events from the audit log to receivers, signed, retried.
+//! - [`inspect`]: the database look-ups the UI needs (plugged in by `serve`).
 //!
 //! Authorization: requesters see their own requests and grants; approvers see
 //! what they can act on (and what they decided); the `admins` group sees all;
