@@ -225,6 +225,9 @@ impl HookState {
     }
 }
 
+const HOLDABLE_REFUSAL: &str = "jitgate refuses WITH HOLD cursors that need a granted role: \
+                                their rows would outlive the grant";
+
 /// The [`StatementHook`] of `jitgate serve`.
 pub struct PolicyHook {
     pub state: Arc<HookState>,
@@ -335,10 +338,7 @@ impl PolicyHook {
                 }
                 let text = statement_text(statement, Some(action));
                 if action.holdable_cursor {
-                    let err = st.refusal(
-                        "jitgate refuses WITH HOLD cursors that need a granted role: \
-                         their rows would outlive the grant",
-                    );
+                    let err = st.refusal(HOLDABLE_REFUSAL);
                     return Check::Refuse(st.refuse(
                         session,
                         &text,
@@ -362,6 +362,19 @@ impl PolicyHook {
                 let text = statement_text(statement, Some(action));
                 let err = st.refusal(format!("jitgate: {why}"));
                 Check::Refuse(st.refuse(session, &text, action.kind.as_str(), None, err, true))
+            }
+            RuleVerdict::NeedsRole(role) if action.holdable_cursor => {
+                // Never allowed under a grant: filing a request would be a lie.
+                let text = statement_text(statement, Some(action));
+                let err = st.refusal(HOLDABLE_REFUSAL);
+                Check::Refuse(st.refuse(
+                    session,
+                    &text,
+                    action.kind.as_str(),
+                    Some(&role),
+                    err,
+                    true,
+                ))
             }
             RuleVerdict::NeedsRole(role) => {
                 let text = statement_text(statement, Some(action));

@@ -109,6 +109,7 @@ async fn identity_changes_unreadable_text_denied_objects_and_unnamed_calls_are_r
         "SELECT pg_read_file('/etc/passwd')",
         "COPY orders TO PROGRAM 'true'",
         "ALTER FUNCTION bump(int) OWNER TO app_write",
+        "DECLARE k CURSOR WITH HOLD FOR SELECT * FROM secrets",
         "REASSIGN OWNED BY CURRENT_USER TO app_write",
     ] {
         let e = alice.batch_execute(sql).await.unwrap_err();
