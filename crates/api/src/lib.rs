@@ -59,6 +59,9 @@ pub struct AppState {
     /// tests of the API alone, where the pages say so).
     pub inspector: std::sync::OnceLock<Arc<dyn inspect::Inspector>>,
     pub previews: inspect::PreviewCache,
+    /// Cancelled when the server stops: endless responses (server-sent
+    /// events) end, so a browser left open never holds up a shutdown.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -79,6 +82,7 @@ impl AppState {
             changed: Arc::new(store::Changes::default()),
             inspector: std::sync::OnceLock::new(),
             previews: inspect::PreviewCache::default(),
+            closing: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -142,8 +146,12 @@ pub async fn serve(
             }
         })
     };
+    let closing = state.closing.clone();
     let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop)
+        .with_graceful_shutdown(async move {
+            stop.await;
+            closing.cancel();
+        })
         .await;
     ticker.abort();
     result

@@ -425,3 +425,32 @@ async fn revoke_and_relinquish_from_the_grants_page() {
     .await;
     assert!(done.location.contains("error="), "{}", done.location);
 }
+
+#[tokio::test]
+async fn an_open_event_stream_never_holds_up_a_shutdown() {
+    let api = Api::start().await;
+    let bob = ui_login(&api, "bob").await;
+    // A second server on the same state, which this test stops.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, api.state.clone(), async {
+        let _ = stopped.await;
+    }));
+    let mut events = browser()
+        .get(format!("{base}/ui/events"))
+        .header(COOKIE, format!("jg_session={bob}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        events.chunk().await.unwrap().is_some(),
+        "the stream is open"
+    );
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .expect("the server stopped with a browser still listening")
+        .unwrap()
+        .unwrap();
+}

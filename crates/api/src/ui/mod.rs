@@ -165,9 +165,11 @@ async fn logout(
 /// Server-sent events: `changed` whenever requests or grants may have changed
 /// (the current version first, on connect).
 async fn events(State(state): State<Arc<AppState>>, _u: UiUser) -> Response {
-    let stream = tokio_stream::wrappers::WatchStream::new(state.changed.subscribe()).map(|v| {
-        Ok::<_, std::convert::Infallible>(Event::default().event("changed").data(v.to_string()))
-    });
+    let stream = tokio_stream::wrappers::WatchStream::new(state.changed.subscribe())
+        .map(|v| {
+            Ok::<_, std::convert::Infallible>(Event::default().event("changed").data(v.to_string()))
+        })
+        .take_until(state.closing.clone().cancelled_owned());
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
