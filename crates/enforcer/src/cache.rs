@@ -87,6 +87,9 @@ impl Cache {
 /// classified as it is.
 pub fn mask_numbers(text: &str) -> Option<String> {
     let b = text.as_bytes();
+    if !b.iter().any(u8::is_ascii_digit) {
+        return None; // the common case of prepared texts: nothing to mask, no allocation
+    }
     let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
     let mut out = Vec::with_capacity(b.len());
     let mut changed = false;

@@ -87,8 +87,6 @@ impl HookState {
     /// built in raised to `call` (all functions count as such while the
     /// database's built-ins are unknown: fail closed).
     pub fn classify(&self, database: &str, statement: Statement<'_>) -> Classified {
-        let builtins = self.builtins(database);
-        let is_builtin = |f: &str| builtins.as_ref().is_some_and(|b| b.names.contains(f));
         match statement {
             Statement::Simple(text) | Statement::Parse(text) => {
                 let masked = crate::cache::mask_numbers(text);
@@ -98,14 +96,20 @@ impl HookState {
                 if c.is_err() && masked.is_some() {
                     c = Arc::new(classify(text));
                 }
-                match &*c {
-                    Ok(a) if a.kind < ActionKind::Call && a.calls_user_function(is_builtin) => {
-                        Arc::new(Ok(a.clone().with_calls(is_builtin)))
-                    }
-                    _ => c,
+                // Only statements that call functions need the built-ins.
+                let Ok(a) = &*c else { return c };
+                if a.functions.is_empty() || a.kind >= ActionKind::Call {
+                    return c;
                 }
+                let builtins = self.builtins(database);
+                let is_builtin = |f: &str| builtins.as_ref().is_some_and(|b| b.names.contains(f));
+                if a.calls_user_function(is_builtin) {
+                    return Arc::new(Ok(a.clone().with_calls(is_builtin)));
+                }
+                c
             }
             Statement::FunctionCall(oid) => {
+                let builtins = self.builtins(database);
                 let name = builtins.as_ref().and_then(|b| b.by_oid.get(&oid));
                 Arc::new(Ok(Action::function_call(name.map(String::as_str))))
             }
