@@ -19,6 +19,10 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use wire::backend::ErrorFields;
 
+const NO_POISON: u8 = 0;
+const POISON_PENDING: u8 = 1;
+const POISONED: u8 = 2;
+
 /// What the statement hook remembers about a session between statements.
 #[derive(Default, Clone)]
 pub struct Notes {
@@ -48,7 +52,8 @@ pub struct Session {
     pub notes: Mutex<Notes>,
     /// Set while the open transaction must not commit; see [`Session::poison`].
     poison: Mutex<Option<ErrorFields>>,
-    poisoned: AtomicBool,
+    /// NO_POISON, POISON_PENDING or POISONED (read on every statement).
+    poison_state: AtomicU8,
     /// Last ReadyForQuery status (`I`, `T` or `E`).
     tx_status: AtomicU8,
     /// Whether the server is working on something the client sent.
@@ -106,7 +111,7 @@ impl Session {
             notices: tx,
             notes: Mutex::new(Notes::default()),
             poison: Mutex::new(None),
-            poisoned: AtomicBool::new(false),
+            poison_state: AtomicU8::new(NO_POISON),
             tx_status: AtomicU8::new(b'I'),
             busy: AtomicBool::new(false),
             holding: AtomicBool::new(false),
@@ -150,19 +155,28 @@ impl Session {
 
     /// Refuses every statement of the open transaction except a plain ROLLBACK,
     /// so it can only roll back (whole: savepoints cannot keep part of it).
-    /// Lifted when the session is next idle outside a transaction. Idle
-    /// sessions outside a transaction are not poisoned (nothing to roll back).
+    /// Lifted by the first ReadyForQuery that reports the session outside a
+    /// transaction. Idle sessions outside a transaction are not poisoned
+    /// (nothing to roll back). A statement running outside a transaction block
+    /// (as far as the last ReadyForQuery said) poisons only if its own
+    /// ReadyForQuery reports a block: the client may send its next statement
+    /// as soon as it sees the error, before that ReadyForQuery arrives, and
+    /// that statement belongs to no poisoned transaction.
     pub fn poison(&self, error: ErrorFields) -> bool {
-        if self.tx_status.load(Relaxed) == b'I' && !self.busy.load(Relaxed) {
+        let state = if self.tx_status.load(Relaxed) != b'I' {
+            POISONED
+        } else if self.busy.load(Relaxed) {
+            POISON_PENDING
+        } else {
             return false;
-        }
+        };
         *self.poison.lock().unwrap() = Some(error);
-        self.poisoned.store(true, Relaxed);
+        self.poison_state.store(state, Relaxed);
         true
     }
 
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Relaxed)
+        self.poison_state.load(Relaxed) == POISONED
     }
 
     pub fn poison_error(&self) -> Option<ErrorFields> {
@@ -188,10 +202,16 @@ impl Session {
         if !busy {
             self.idle.notify_waiters();
         }
-        if status == b'I' && !busy {
-            if self.poisoned.swap(false, Relaxed) {
+        match (self.poison_state.load(Relaxed), status) {
+            (NO_POISON, _) | (POISONED, b'T' | b'E') => {}
+            (POISON_PENDING, b'T' | b'E') => self.poison_state.store(POISONED, Relaxed),
+            _ => {
+                // Outside a transaction now: the poisoned one is over.
+                self.poison_state.store(NO_POISON, Relaxed);
                 *self.poison.lock().unwrap() = None;
             }
+        }
+        if status == b'I' && !busy {
             let mut notes = self.notes.lock().unwrap();
             if !notes.roles_in_transaction.is_empty() {
                 notes.roles_in_transaction.clear();
