@@ -271,12 +271,23 @@ pub struct Role {
     pub default_duration: Duration,
     #[serde(default = "d_1h", deserialize_with = "duration")]
     pub max_duration: Duration,
+    /// The longest a grant of this role may live, extensions included
+    /// (default: 4 × `max_duration`).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub max_total_duration: Option<Duration>,
     #[serde(default)]
     pub reason_required: bool,
     #[serde(default = "d_1h", deserialize_with = "duration")]
     pub request_ttl: Duration,
     #[serde(default)]
     pub chain: Vec<Stage>,
+}
+
+impl Role {
+    /// `max_total_duration`, or its default: 4 × `max_duration`.
+    pub fn max_total(&self) -> Duration {
+        self.max_total_duration.unwrap_or(self.max_duration * 4)
+    }
 }
 
 /// One stage of an approval chain.

@@ -275,6 +275,14 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
                 "is longer than max_duration".into(),
             ));
         }
+        if r.max_total_duration.is_some_and(|t| t < r.max_duration) {
+            return Err(c.err(
+                "role",
+                Some(i),
+                "max_total_duration",
+                "is shorter than max_duration".into(),
+            ));
+        }
         if r.chain.is_empty() {
             return Err(c.err("role", Some(i), "chain", "needs at least one stage".into()));
         }

@@ -36,8 +36,13 @@ pub struct Enforcer {
     warned: HashSet<i64>,
 }
 
+/// How long a step waits for the store before ending grants by the clock alone.
+const STORE_WAIT: Duration = Duration::from_millis(500);
+
 #[derive(Debug, thiserror::Error)]
 pub enum EnforceError {
+    #[error("the state store did not answer within {STORE_WAIT:?}")]
+    StoreTimeout,
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("database {database}: {source}")]
@@ -142,6 +147,16 @@ impl Enforcer {
 
     pub async fn step(&mut self) -> Result<(), EnforceError> {
         let now = self.hook.clock.now();
+        // A store that hangs must not hold up the end of a grant either.
+        let desired = match tokio::time::timeout(STORE_WAIT, self.active_in_store(now)).await {
+            Ok(r) => r,
+            Err(_) => Err(EnforceError::StoreTimeout),
+        };
+        // An extension moves an applied grant's end: follow it before judging
+        // what has ended, so nothing is withdrawn at the old end.
+        if let Ok(desired) = &desired {
+            self.follow_extensions(desired);
+        }
         // Time ends grants even while the store cannot be read: fail closed.
         let expired: Vec<ActiveGrant> = self
             .applied
@@ -150,7 +165,7 @@ impl Enforcer {
             .cloned()
             .collect();
         self.withdraw(&expired, now).await;
-        let desired = self.active_in_store(now).await?;
+        let desired = desired?;
         let ended: Vec<ActiveGrant> = self
             .applied
             .values()
@@ -177,6 +192,24 @@ impl Enforcer {
         }
         self.warn(now);
         Ok(())
+    }
+
+    /// Applied grants whose end the store has moved (extensions) take the
+    /// new end; a warning already given is given again before it.
+    fn follow_extensions(&mut self, desired: &HashMap<i64, ActiveGrant>) {
+        let mut moved = false;
+        for (id, g) in self.applied.iter_mut() {
+            if let Some(d) = desired.get(id) {
+                if d.expires_at != g.expires_at {
+                    g.expires_at = d.expires_at;
+                    self.warned.remove(id);
+                    moved = true;
+                }
+            }
+        }
+        if moved {
+            self.grants().publish(self.applied.values().cloned());
+        }
     }
 
     /// Takes ended grants out of the gateway's table, then out of the database.

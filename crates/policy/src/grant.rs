@@ -94,8 +94,15 @@ impl Grant {
         })
     }
 
-    /// Continues this grant with an approved extension request, without a gap.
-    pub fn extend(&mut self, extension: &Request, now: Time) -> Result<(), GrantError> {
+    /// Continues this grant with an approved extension request, without a gap,
+    /// never past `starts_at + max_total` (the role's `max_total_duration`).
+    /// Returns whether the extension was cut short by that bound.
+    pub fn extend(
+        &mut self,
+        extension: &Request,
+        max_total: chrono::Duration,
+        now: Time,
+    ) -> Result<bool, GrantError> {
         if extension.state != RequestState::Approved {
             return Err(GrantError::NotApproved(extension.id));
         }
@@ -103,8 +110,10 @@ impl Grant {
         if self.state != GrantState::Active {
             return Err(GrantError::NotActive(self.state.as_str()));
         }
-        self.expires_at += extension.duration();
-        Ok(())
+        let limit = self.starts_at + max_total;
+        let wanted = self.expires_at + extension.duration();
+        self.expires_at = wanted.min(limit).max(self.expires_at);
+        Ok(wanted > limit)
     }
 
     pub fn is_active(&self, now: Time) -> bool {

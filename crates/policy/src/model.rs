@@ -37,6 +37,8 @@ pub struct RolePolicy {
     pub requesters: BTreeSet<String>,
     pub default_duration: chrono::Duration,
     pub max_duration: chrono::Duration,
+    /// A grant's whole life, extensions included, is at most this long.
+    pub max_total_duration: chrono::Duration,
     pub reason_required: bool,
     pub request_ttl: chrono::Duration,
     pub chain: Vec<StagePolicy>,
@@ -75,6 +77,7 @@ impl Policy {
                     requesters: r.requesters.iter().cloned().collect(),
                     default_duration: dur(r.default_duration),
                     max_duration: dur(r.max_duration),
+                    max_total_duration: dur(r.max_total()),
                     reason_required: r.reason_required,
                     request_ttl: dur(r.request_ttl),
                     chain: r

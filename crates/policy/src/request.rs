@@ -102,6 +102,18 @@ pub enum FileError {
     ReasonRequired(String),
     #[error("duration must be positive and at most {max_secs}s for role `{role}`")]
     BadDuration { role: String, max_secs: i64 },
+    #[error(
+        "extending grant {grant} by {asked_secs}s would make it last longer than role `{role}`'s \
+         max_total_duration ({max_total_secs}s); at most {left_secs}s can still be added: \
+         ask for less, or request the role anew after the grant ends"
+    )]
+    BeyondMaxTotal {
+        grant: i64,
+        role: String,
+        asked_secs: i64,
+        max_total_secs: i64,
+        left_secs: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,6 +154,25 @@ pub enum Tick {
 }
 
 impl Request {
+    /// Refuses an extension of `grant` (the active grant this request would
+    /// continue) that would outlive the role's `max_total_duration`.
+    pub fn check_extension(&self, policy: &Policy, grant: &crate::Grant) -> Result<(), FileError> {
+        let Some(rp) = policy.role(&self.role) else {
+            return Err(FileError::UnknownRole(self.role.clone()));
+        };
+        let limit = grant.starts_at + rp.max_total_duration;
+        if grant.expires_at + self.duration() > limit {
+            return Err(FileError::BeyondMaxTotal {
+                grant: grant.id,
+                role: self.role.clone(),
+                asked_secs: self.duration_secs,
+                max_total_secs: rp.max_total_duration.num_seconds(),
+                left_secs: (limit - grant.expires_at).num_seconds().max(0),
+            });
+        }
+        Ok(())
+    }
+
     /// A new pending request. `id` is assigned by the store (0 until then).
     #[allow(clippy::too_many_arguments)]
     pub fn file(

@@ -209,8 +209,28 @@ fn grants_end_once_and_extend_without_a_gap() {
     let mut ext = file(&p, "alice", "app_write");
     ext.decide(&p, "dave", true, "", t0() + Duration::minutes(10))
         .unwrap();
-    g.extend(&ext, t0() + Duration::minutes(10)).unwrap();
+    assert_eq!(
+        g.extend(&ext, Duration::hours(4), t0() + Duration::minutes(10)),
+        Ok(false)
+    );
     assert_eq!(g.expires_at, t0() + Duration::minutes(30));
+    // A third extension would pass max_total_duration: refused at filing,
+    // and cut short if it is approved anyway.
+    assert!(ext.check_extension(&p, &g).is_ok());
+    let mut tight = g.clone();
+    let max_total = Duration::minutes(40);
+    let mut short = role("app_write", vec![stage(&["leads"], 1)]);
+    short.max_total_duration = max_total;
+    let p40 = Policy::new(users(), vec![short]).unwrap();
+    assert!(matches!(
+        ext.check_extension(&p40, &tight),
+        Err(FileError::BeyondMaxTotal { left_secs: 600, .. })
+    ));
+    assert_eq!(
+        tight.extend(&ext, max_total, t0() + Duration::minutes(11)),
+        Ok(true)
+    );
+    assert_eq!(tight.expires_at, t0() + max_total);
     assert_eq!(
         g.end(GrantEnd::Relinquished, "bob", t0()),
         Err(GrantError::NotHolder)
@@ -232,7 +252,7 @@ fn grants_end_once_and_extend_without_a_gap() {
     assert!(g.tick(t0() + Duration::minutes(15)));
     assert_eq!(g.state, GrantState::Expired);
     assert_eq!(
-        g.extend(&ext, t0() + Duration::minutes(16)),
+        g.extend(&ext, Duration::hours(4), t0() + Duration::minutes(16)),
         Err(GrantError::NotActive("expired"))
     );
     // A pending request starts no grant.

@@ -27,6 +27,7 @@ fn policy(n: usize) -> Policy {
         requesters: set(&["engineers"]),
         default_duration: Duration::minutes(15),
         max_duration: Duration::hours(1),
+        max_total_duration: Duration::hours(4),
         reason_required: false,
         request_ttl: Duration::hours(1),
         index: 0,

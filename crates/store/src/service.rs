@@ -71,6 +71,20 @@ pub async fn file(
     let request = Request::file(
         policy, user, role, database, reason, duration, statement, now,
     )?;
+    if request.statement.is_none() {
+        // The store makes a request filed while a grant is active its
+        // extension: refuse now one that would outlive max_total_duration.
+        let mine = GrantFilter {
+            user: Some(user.to_string()),
+            active_only: true,
+        };
+        for g in store.grants(&mine).await? {
+            if g.role == role && g.database == database && g.statement.is_none() && g.is_active(now)
+            {
+                request.check_extension(policy, &g)?;
+            }
+        }
+    }
     let (stored, new) = store.insert_request(request).await?;
     Ok((stored.value, new))
 }
@@ -149,7 +163,7 @@ pub async fn decide(
                     subject,
                     json!({}),
                 ));
-                grant = Some(grant_for(store, &r, now, &mut events).await?);
+                grant = Some(grant_for(store, policy, &r, now, &mut events).await?);
             }
         }
         if let Some(written) = store.update_request(&r, v.version, grant, events).await? {
@@ -162,19 +176,25 @@ pub async fn decide(
 /// A new grant, or the extension of the active grant the request continues.
 async fn grant_for(
     store: &dyn Store,
+    policy: &Policy,
     r: &Request,
     now: Time,
     events: &mut Vec<AuditEvent>,
 ) -> Result<GrantWrite, ServiceError> {
     if let Some(gid) = r.extends_grant {
+        let max_total = policy
+            .role(&r.role)
+            .map(|rp| rp.max_total_duration)
+            .unwrap_or_else(|| r.duration());
         if let Some(mut g) = store.grant(gid).await? {
-            if g.value.extend(r, now).is_ok() {
+            if let Ok(capped) = g.value.extend(r, max_total, now) {
                 events.push(AuditEvent::new(
                     now,
                     "grant.extended",
                     &r.user,
                     format!("grant:{gid}"),
-                    json!({"request": r.id, "expires_at": g.value.expires_at}),
+                    json!({"request": r.id, "expires_at": g.value.expires_at,
+                           "capped_at_max_total": capped}),
                 ));
                 return Ok(GrantWrite::Update(g));
             }

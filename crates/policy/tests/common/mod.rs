@@ -44,6 +44,7 @@ pub fn role(name: &str, chain: Vec<StagePolicy>) -> RolePolicy {
         requesters: set(&["engineers"]),
         default_duration: Duration::minutes(15),
         max_duration: Duration::hours(1),
+        max_total_duration: Duration::hours(4),
         reason_required: true,
         request_ttl: Duration::hours(1),
         index: 0,
