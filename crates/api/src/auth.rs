@@ -101,43 +101,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
-/// Failed logins per user name in a sliding minute. After
-/// [`LoginAttempts::LIMIT`] failures the name is throttled until the minute
-/// since the first failure has passed; a success clears the count.
-#[derive(Default)]
-pub struct LoginAttempts {
-    by_user: std::sync::Mutex<std::collections::HashMap<String, (policy::Time, u32)>>,
-}
+/// Failed logins per user name: after [`LOGIN_LIMIT`] failures in a minute the
+/// name is throttled until that minute has passed; a success clears it.
+pub type LoginAttempts = policy::throttle::Attempts;
 
-impl LoginAttempts {
-    pub const LIMIT: u32 = 10;
-    const WINDOW: chrono::Duration = chrono::Duration::minutes(1);
+pub const LOGIN_LIMIT: u32 = 10;
 
-    pub fn throttled(&self, user: &str, now: policy::Time) -> bool {
-        let mut map = self.by_user.lock().unwrap();
-        match map.get(user) {
-            Some((since, _)) if now - *since >= Self::WINDOW => {
-                map.remove(user);
-                false
-            }
-            Some((_, n)) => *n >= Self::LIMIT,
-            None => false,
-        }
-    }
-
-    /// Counts a failure; true when this failure starts the throttling.
-    pub fn failed(&self, user: &str, now: policy::Time) -> bool {
-        let mut map = self.by_user.lock().unwrap();
-        // Bounded: a spray of names cannot grow the map without limit.
-        if map.len() > 100_000 {
-            map.retain(|_, (since, _)| now - *since < Self::WINDOW);
-        }
-        let entry = map.entry(user.to_string()).or_insert((now, 0));
-        entry.1 += 1;
-        entry.1 == Self::LIMIT
-    }
-
-    pub fn succeeded(&self, user: &str) {
-        self.by_user.lock().unwrap().remove(user);
-    }
+pub fn login_attempts() -> LoginAttempts {
+    LoginAttempts::new(LOGIN_LIMIT, chrono::Duration::minutes(1))
 }

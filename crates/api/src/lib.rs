@@ -77,7 +77,7 @@ impl AppState {
             store,
             clock,
             metrics: metrics::Metrics::default(),
-            login_attempts: auth::LoginAttempts::default(),
+            login_attempts: auth::login_attempts(),
             decoy_salt: rand::random(),
             changed: Arc::new(store::Changes::default()),
             inspector: std::sync::OnceLock::new(),

@@ -383,7 +383,7 @@ async fn repeated_failed_logins_are_throttled() {
             Some(json!({"user": "alice", "password": pw})),
         )
     };
-    for _ in 0..api::auth::LoginAttempts::LIMIT {
+    for _ in 0..api::auth::LOGIN_LIMIT {
         assert_eq!(attempt("guess").await.0, StatusCode::UNAUTHORIZED);
     }
     // Throttled: even the right password is not checked now.

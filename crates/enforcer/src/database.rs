@@ -90,3 +90,151 @@ pub async fn builtins(admin: &Admin) -> Result<Builtins, ProvisionError> {
     }
     Ok(b)
 }
+
+/// A privilege a login role (or PUBLIC) holds directly on an object a managed
+/// role owns: granted while the login role held the owner, it would outlive
+/// the grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectPrivilege {
+    /// `TABLE`, `SEQUENCE`, `SCHEMA` or `ROUTINE`.
+    pub object_kind: String,
+    /// The object, quoted as PostgreSQL prints it (`public.t`, `f(integer)`).
+    pub object: String,
+    pub owner: String,
+    /// A login role, or `PUBLIC`.
+    pub grantee: String,
+}
+
+/// Privileges held by login roles (`prefix...`) or PUBLIC on objects owned by
+/// any of `roles`. PUBLIC's privileges on routines are left alone: EXECUTE
+/// for PUBLIC is PostgreSQL's default there, not a grant.
+pub async fn direct_privileges(
+    admin: &Admin,
+    roles: &[String],
+    prefix: &str,
+) -> Result<Vec<DirectPrivilege>, ProvisionError> {
+    let rows = admin
+        .with_client(async |c| {
+            Ok(c.query(
+                "WITH owners AS (SELECT oid, rolname FROM pg_roles WHERE rolname = ANY($1)), \
+                 acl AS ( \
+                   SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind, \
+                          c.oid::regclass::text AS object, o.rolname AS owner, a.grantee \
+                   FROM pg_class c JOIN owners o ON o.oid = c.relowner, aclexplode(c.relacl) a \
+                   UNION ALL \
+                   SELECT 'SCHEMA', quote_ident(n.nspname), o.rolname, a.grantee \
+                   FROM pg_namespace n JOIN owners o ON o.oid = n.nspowner, aclexplode(n.nspacl) a \
+                   UNION ALL \
+                   SELECT 'ROUTINE', p.oid::regprocedure::text, o.rolname, a.grantee \
+                   FROM pg_proc p JOIN owners o ON o.oid = p.proowner, aclexplode(p.proacl) a \
+                   WHERE a.grantee <> 0) \
+                 SELECT DISTINCT acl.kind, acl.object, acl.owner::text, \
+                        COALESCE(r.rolname::text, 'PUBLIC') \
+                 FROM acl LEFT JOIN pg_roles r ON r.oid = acl.grantee \
+                 WHERE acl.grantee = 0 OR starts_with(r.rolname::text, $2) \
+                 ORDER BY 1, 2, 4",
+                &[&roles, &prefix],
+            )
+            .await?)
+        })
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DirectPrivilege {
+            object_kind: r.get(0),
+            object: r.get(1),
+            owner: r.get(2),
+            grantee: r.get(3),
+        })
+        .collect())
+}
+
+/// Revokes each privilege (with what was granted on from it: CASCADE), one
+/// statement per privilege so that one failure does not hide the others.
+pub async fn revoke_direct(
+    admin: &Admin,
+    ps: &[DirectPrivilege],
+) -> Vec<(DirectPrivilege, Result<(), ProvisionError>)> {
+    let mut out = Vec::with_capacity(ps.len());
+    for p in ps {
+        let grantee = if p.grantee == "PUBLIC" {
+            "PUBLIC".to_string()
+        } else {
+            quote_ident(&p.grantee)
+        };
+        // `object` is PostgreSQL's own quoted rendering (regclass, regprocedure).
+        let sql = format!(
+            "REVOKE ALL ON {} {} FROM {grantee} CASCADE",
+            p.object_kind, p.object
+        );
+        let r = admin
+            .with_client(async |c| Ok(c.batch_execute(&sql).await?))
+            .await;
+        out.push((p.clone(), r));
+    }
+    out
+}
+
+/// Per-role (and per-role-and-database) defaults set on login roles
+/// (`ALTER ROLE ... SET`): the gateway sets none, so each one is drift.
+/// Returns (login role, database or `None` for all databases).
+pub async fn login_role_settings(
+    admin: &Admin,
+    prefix: &str,
+) -> Result<Vec<(String, Option<String>)>, ProvisionError> {
+    let rows = admin
+        .with_client(async |c| {
+            Ok(c.query(
+                "SELECT r.rolname::text, d.datname::text FROM pg_db_role_setting s \
+                 JOIN pg_roles r ON r.oid = s.setrole \
+                 LEFT JOIN pg_database d ON d.oid = s.setdatabase \
+                 WHERE starts_with(r.rolname::text, $1) ORDER BY 1, 2",
+                &[&prefix],
+            )
+            .await?)
+        })
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// `ALTER ROLE r [IN DATABASE d] RESET ALL`.
+pub async fn reset_settings(
+    admin: &Admin,
+    login_role: &str,
+    database: Option<&str>,
+) -> Result<(), ProvisionError> {
+    let sql = match database {
+        Some(d) => format!(
+            "ALTER ROLE {} IN DATABASE {} RESET ALL",
+            quote_ident(login_role),
+            quote_ident(d)
+        ),
+        None => format!("ALTER ROLE {} RESET ALL", quote_ident(login_role)),
+    };
+    admin
+        .with_client(async |c| Ok(c.batch_execute(&sql).await?))
+        .await
+}
+
+/// Login roles (`prefix...`) that exist in the cluster.
+pub async fn login_roles(admin: &Admin, prefix: &str) -> Result<Vec<String>, ProvisionError> {
+    let rows = admin
+        .with_client(async |c| {
+            Ok(c.query(
+                "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname::text, $1) ORDER BY 1",
+                &[&prefix],
+            )
+            .await?)
+        })
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Takes the password of a login role whose user the gateway no longer
+/// serves: nobody can log in as it.
+pub async fn disable_password(admin: &Admin, login_role: &str) -> Result<(), ProvisionError> {
+    let sql = format!("ALTER ROLE {} PASSWORD NULL", quote_ident(login_role));
+    admin
+        .with_client(async |c| Ok(c.batch_execute(&sql).await?))
+        .await
+}

@@ -23,6 +23,7 @@ use policy::{GrantState, Time};
 use proxy::{Session, Shared};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{AuditEvent, GrantFilter};
@@ -84,8 +85,38 @@ impl Enforcer {
                 .unwrap()
                 .insert(db.name.clone(), Arc::new(b));
         }
+        self.fresh_passwords().await?;
         self.step().await?;
         self.reconcile().await
+    }
+
+    /// At every start each login role gets a password only this process
+    /// knows (one someone set meanwhile stops working); a login role whose user
+    /// is no longer configured gets none at all.
+    async fn fresh_passwords(&self) -> Result<(), EnforceError> {
+        let prefix = &self.hook.config.gateway.login_role_prefix;
+        for db in &self.hook.config.databases {
+            let admin = &self.gateway.databases[&db.name].admin;
+            let err = |source| EnforceError::Database {
+                database: db.name.clone(),
+                source,
+            };
+            for login_role in database::login_roles(admin, prefix).await.map_err(err)? {
+                let user = &login_role[prefix.len()..];
+                if self.hook.config.user(user).is_some() {
+                    // A role that cannot be used (say it has CREATEROLE now)
+                    // is refused at the user's connection, with the reason.
+                    if let Err(e) = self.gateway.login_roles.ensure(&db.name, admin, user).await {
+                        tracing::warn!(%login_role, error = %e, "cannot set a fresh password");
+                    }
+                } else {
+                    database::disable_password(admin, &login_role)
+                        .await
+                        .map_err(err)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs until `stop` completes.
@@ -97,7 +128,8 @@ impl Enforcer {
             if let Err(e) = self.step().await {
                 tracing::warn!(error = %e, "enforcer step failed; retrying");
             }
-            if tokio::time::Instant::now() >= next_reconcile {
+            let asked = self.hook.reconcile_requested.swap(false, Ordering::Relaxed);
+            if asked || tokio::time::Instant::now() >= next_reconcile {
                 if let Err(e) = self.reconcile().await {
                     tracing::warn!(error = %e, "reconcile failed; retrying");
                 }
@@ -453,26 +485,79 @@ impl Enforcer {
                 .into_iter()
                 .filter(|m| !backed.contains(m))
                 .collect();
-            if drift.is_empty() {
-                continue;
-            }
             database::revoke(admin, &drift).await.map_err(err)?;
             for m in &drift {
                 tracing::warn!(database = %db.name, role = %m.role, login_role = %m.login_role, "revoked a membership no grant backs");
-                self.audit(
-                    AuditEvent::new(
-                        now,
-                        "alert.drift",
-                        "jitgate",
-                        format!("role:{}", m.role),
-                        json!({"database": db.name, "role": m.role, "login_role": m.login_role,
-                               "action": "revoked"}),
-                    )
-                    .alert(),
+                self.drift(
+                    now,
+                    format!("role:{}", m.role),
+                    json!({"database": db.name, "role": m.role, "login_role": m.login_role,
+                           "drift": "membership", "action": "revoked"}),
+                );
+            }
+            // Privileges handed to login roles or PUBLIC on the managed roles'
+            // objects outlive every grant: take them back.
+            let direct = database::direct_privileges(admin, &managed, &prefix)
+                .await
+                .map_err(err)?;
+            for (p, result) in database::revoke_direct(admin, &direct).await {
+                let action = match &result {
+                    Ok(()) => "revoked".to_string(),
+                    Err(e) => format!("revoke failed: {e}"),
+                };
+                tracing::warn!(database = %db.name, object = %p.object, grantee = %p.grantee, %action, "privilege on a managed role's object held directly");
+                self.drift(
+                    now,
+                    format!("role:{}", p.owner),
+                    json!({"database": db.name, "drift": "privilege", "object_kind": p.object_kind,
+                           "object": p.object, "owner": p.owner, "grantee": p.grantee,
+                           "action": action}),
+                );
+            }
+        }
+        self.reconcile_settings(now).await
+    }
+
+    /// Role defaults on login roles (`ALTER ROLE jit_x SET ...`): the gateway
+    /// sets none, so every one found is removed and audited as drift.
+    async fn reconcile_settings(&mut self, now: Time) -> Result<(), EnforceError> {
+        let prefix = self.hook.config.gateway.login_role_prefix.clone();
+        let mut seen = HashSet::new();
+        for db in &self.hook.config.databases {
+            let runtime = &self.gateway.databases[&db.name];
+            // Settings live in the cluster: one pass per server.
+            if !seen.insert(runtime.target_addr()) {
+                continue;
+            }
+            let err = |source| EnforceError::Database {
+                database: db.name.clone(),
+                source,
+            };
+            let found = database::login_role_settings(&runtime.admin, &prefix)
+                .await
+                .map_err(err)?;
+            for (login_role, in_db) in found {
+                let action =
+                    match database::reset_settings(&runtime.admin, &login_role, in_db.as_deref())
+                        .await
+                    {
+                        Ok(()) => "reset".to_string(),
+                        Err(e) => format!("reset failed: {e}"),
+                    };
+                tracing::warn!(%login_role, database = ?in_db, %action, "login role has role defaults");
+                self.drift(
+                    now,
+                    format!("login_role:{login_role}"),
+                    json!({"database": db.name, "drift": "role_setting", "login_role": login_role,
+                           "in_database": in_db, "action": action}),
                 );
             }
         }
         Ok(())
+    }
+
+    fn drift(&self, now: Time, subject: String, detail: serde_json::Value) {
+        self.audit(AuditEvent::new(now, "alert.drift", "jitgate", subject, detail).alert());
     }
 
     fn audit(&self, ev: AuditEvent) {

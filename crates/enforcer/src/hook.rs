@@ -19,6 +19,7 @@ use policy::{Clock, Policy, Time};
 use proxy::{Check, Session, Statement, StatementHook};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use store::{AuditEvent, Store};
 use wire::backend::ErrorFields;
@@ -43,6 +44,8 @@ pub struct HookState {
     /// Poked when a request is filed or a statement grant used (the enforcer listens).
     pub changed: Arc<store::Changes>,
     pub builtins: RwLock<HashMap<String, Arc<Builtins>>>,
+    /// Set when something asks for a reconcile before the next interval.
+    pub reconcile_requested: AtomicBool,
     alerts: crate::alerts::Alerts,
     cache: Cache,
     baseline: HashMap<String, BTreeSet<String>>,
@@ -74,6 +77,7 @@ impl HookState {
             audit,
             changed,
             builtins: RwLock::new(HashMap::new()),
+            reconcile_requested: AtomicBool::new(false),
             cache: Cache::new(10_000),
             baseline,
         }
@@ -120,6 +124,37 @@ impl HookState {
         ErrorFields::error("42501", message)
     }
 
+    /// Refusals that hold whatever the rules say: objects or default
+    /// privileges handed to a managed role, and role and privilege management
+    /// that would outlive a grant or reach past the login role.
+    fn privilege_refusal(&self, s: &Session, action: &Action) -> Option<PrivilegeRefusal> {
+        if let Some(role) = action.owners.iter().find(|r| self.policy.role(r).is_some()) {
+            return Some(PrivilegeRefusal {
+                message: format!(
+                    "jitgate refuses handing objects or default privileges to managed role \
+                     \"{role}\": its rights would outlive any grant"
+                ),
+                role: Some(role.clone()),
+            });
+        }
+        if action.privileges.is_empty() {
+            return None;
+        }
+        let prefix = &self.config.gateway.login_role_prefix;
+        let why = policy::privilege::guard(
+            &action.privileges,
+            &policy::privilege::Session {
+                is_managed: &|n| self.policy.role(n).is_some(),
+                is_login_role: &|n| n.starts_with(prefix.as_str()),
+                in_force: self.grants.has_any(&s.user, &s.database),
+            },
+        )?;
+        Some(PrivilegeRefusal {
+            message: why,
+            role: None,
+        })
+    }
+
     /// Audits and returns a refusal.
     pub fn refuse(
         &self,
@@ -129,6 +164,22 @@ impl HookState {
         role: Option<&str>,
         error: ErrorFields,
         alert: bool,
+    ) -> ErrorFields {
+        let redact = self.config.gateway.redact_literals;
+        self.refuse_with(s, text, action, role, error, alert, redact)
+    }
+
+    /// [`Self::refuse`], redacting the text's literals when `redact`.
+    #[allow(clippy::too_many_arguments)]
+    fn refuse_with(
+        &self,
+        s: &Session,
+        text: &str,
+        action: &str,
+        role: Option<&str>,
+        error: ErrorFields,
+        alert: bool,
+        redact: bool,
     ) -> ErrorFields {
         let record = StatementRecord {
             session: s.id,
@@ -140,13 +191,8 @@ impl HookState {
             kind: action,
         };
         let now = self.clock.now();
-        self.audit.statement(
-            now,
-            &record,
-            Some(&error.message),
-            alert,
-            self.config.gateway.redact_literals,
-        );
+        self.audit
+            .statement(now, &record, Some(&error.message), alert, redact);
         if self.alerts.refused(&s.user, now) {
             let window = self.config.gateway.refusal_alert_window.as_secs();
             self.audit.send(
@@ -229,6 +275,30 @@ impl HookState {
     }
 }
 
+struct PrivilegeRefusal {
+    message: String,
+    role: Option<String>,
+}
+
+impl PrivilegeRefusal {
+    /// Audited as an alert; role management is recorded without its literals
+    /// (`ALTER ROLE ... PASSWORD '...'` carries a secret).
+    fn refuse(self, st: &HookState, s: &Session, text: &str, action: &Action) -> ErrorFields {
+        let redact =
+            st.config.gateway.redact_literals || !action.privileges.role_management.is_empty();
+        let err = st.refusal(self.message);
+        st.refuse_with(
+            s,
+            text,
+            action.kind.as_str(),
+            self.role.as_deref(),
+            err,
+            true,
+            redact,
+        )
+    }
+}
+
 const HOLDABLE_REFUSAL: &str = "jitgate refuses WITH HOLD cursors that need a granted role: \
                                 their rows would outlive the grant";
 
@@ -266,20 +336,9 @@ impl StatementHook for PolicyHook {
         if let Some(reason) = &action.sets_reason {
             session.notes.lock().unwrap().reason = Some(reason.clone());
         }
-        if let Some(role) = action.owners.iter().find(|r| st.policy.role(r).is_some()) {
+        if let Some(err) = st.privilege_refusal(session, action) {
             let text = statement_text(statement, Some(action));
-            let err = st.refusal(format!(
-                "jitgate refuses handing objects or default privileges to managed role \"{role}\": \
-                 its rights would outlive any grant"
-            ));
-            return Check::Refuse(st.refuse(
-                session,
-                &text,
-                action.kind.as_str(),
-                Some(role),
-                err,
-                true,
-            ));
+            return Check::Refuse(err.refuse(st, session, &text, action));
         }
         // SQL-level prepared statements: EXECUTE is judged as what was prepared.
         let stored;

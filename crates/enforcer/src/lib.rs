@@ -13,6 +13,7 @@
 //! - [`audit`]: statements run under a grant and refused attempts, batched
 //!   into the store's hash chain.
 //! - [`alerts`]: privileged use outside working hours, many refusals by one user.
+//! - [`logins`]: failed wire logins and refused login-role passwords, audited.
 //! - [`cache`]: the bounded classification cache.
 //! - [`inspect`]: read-only looks (the scan report, EXPLAIN previews).
 //! - [`runtime`]: the assembly `jitgate serve` and the tests start.
@@ -34,6 +35,7 @@ pub mod filing;
 pub mod grants;
 pub mod hook;
 pub mod inspect;
+pub mod logins;
 pub mod runtime;
 
 pub use audit::AuditSink;

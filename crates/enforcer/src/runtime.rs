@@ -45,11 +45,12 @@ impl Runtime {
             audit.clone(),
             changed,
         ));
-        let gateway = proxy::Gateway::bind(
+        let gateway = proxy::Gateway::bind_observed(
             config,
             Arc::new(PolicyHook {
                 state: hook.clone(),
             }),
+            Arc::new(crate::logins::LoginEvents(hook.clone())),
         )
         .await?;
         let mut enforcer = Enforcer::new(hook.clone(), gateway.shared().clone());

@@ -11,10 +11,7 @@ use std::time::Duration;
 /// end; an extension approved before that end keeps everything going; at the
 /// new end the role goes as usual.
 async fn extension_carries_an_open_transaction(mode: &str, row: i32) {
-    let j = Jitgate::start(&format!(
-        "on_expiry = \"{mode}\"\nexpiry_warning = \"1s\""
-    ))
-    .await;
+    let j = Jitgate::start(&format!("on_expiry = \"{mode}\"\nexpiry_warning = \"1s\"")).await;
     let (alice, mut notices) = j.connect("alice").await;
     let id = j.request("alice", chrono::Duration::seconds(3)).await;
     let first = j.approve(id, "bob").await;
@@ -96,7 +93,10 @@ async fn extension_carries_an_open_transaction(mode: &str, row: i32) {
         }
     }
     cluster()
-        .psql("app", &format!("UPDATE orders SET total = {row} WHERE id = {row}"))
+        .psql(
+            "app",
+            &format!("UPDATE orders SET total = {row} WHERE id = {row}"),
+        )
         .unwrap();
     let audit = j.audit_kinds().await;
     let removed: Vec<_> = audit

@@ -14,6 +14,7 @@
 //! match it against every schema (see `rules.rs`): changing search_path can
 //! never dodge a rule.
 
+use crate::privilege::PrivilegeOps;
 use pg_query::protobuf::a_const::Val;
 use pg_query::protobuf::AlterTableType;
 use pg_query::{NodeEnum, NodeRef};
@@ -72,6 +73,8 @@ pub struct Action {
     pub owners: BTreeSet<String>,
     /// What a lone statement does to SQL-level prepared statements.
     pub prepared: Option<PreparedOp>,
+    /// Role and privilege management (judged by [`crate::privilege::guard`]).
+    pub privileges: PrivilegeOps,
 }
 
 /// `PREPARE`, `EXECUTE`, `DEALLOCATE` (and `DISCARD ALL`), by name.
@@ -94,6 +97,7 @@ impl Action {
             sets_reason: None,
             owners: BTreeSet::new(),
             prepared: None,
+            privileges: PrivilegeOps::default(),
         }
     }
 
@@ -209,7 +213,9 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
     let mut functions: BTreeSet<String> = parsed.functions.iter().map(|(f, _)| f.clone()).collect();
     let mut objects: BTreeSet<String> = parsed.tables.iter().map(|(t, _)| t.clone()).collect();
     let mut owners = BTreeSet::new();
+    let mut privileges = PrivilegeOps::default();
     for (node, _, _, _) in parsed.protobuf.nodes() {
+        privileges.add(node);
         if let NodeRef::FuncCall(call) = node {
             identity_change |= sets_identity(call);
             if let Some(written) = writes_through(call) {
@@ -237,6 +243,9 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
     if functions.iter().any(|f| is_admin_function(f)) {
         kind = kind.max(ActionKind::Admin);
     }
+    if privileges.security_definer {
+        kind = kind.max(ActionKind::Privilege);
+    }
     Ok(Action {
         kind,
         objects,
@@ -245,6 +254,7 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         holdable_cursor,
         sets_reason,
         owners,
+        privileges,
         prepared: match parsed.protobuf.stmts.as_slice() {
             [one] => prepared_op(one.stmt.as_ref().and_then(|s| s.node.as_ref())),
             _ => None,
@@ -422,7 +432,7 @@ fn modifies(node: &NodeEnum) -> bool {
 }
 
 /// `ALTER TABLE ... OWNER TO`: hands all privileges on the table to someone.
-fn changes_owner(a: &pg_query::protobuf::AlterTableStmt) -> bool {
+pub(crate) fn changes_owner(a: &pg_query::protobuf::AlterTableStmt) -> bool {
     a.cmds.iter().any(|c| {
         matches!(&c.node, Some(NodeEnum::AlterTableCmd(cmd)) if cmd.subtype == AlterTableType::AtChangeOwner as i32)
     })

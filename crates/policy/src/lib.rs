@@ -18,8 +18,10 @@ pub mod classify;
 pub mod clock;
 pub mod grant;
 pub mod model;
+pub mod privilege;
 pub mod request;
 pub mod rules;
+pub mod throttle;
 
 pub use clock::{Clock, Time};
 pub use grant::{Grant, GrantEnd, GrantError, GrantState};

@@ -24,6 +24,7 @@
 
 pub mod auth;
 pub mod cancel;
+pub mod events;
 pub mod hook;
 pub mod login_role;
 pub mod pool;
@@ -100,6 +101,27 @@ pub struct Shared {
     pub next_session: AtomicU64,
     /// Cancelled when shutdown's grace time is over: sessions close.
     pub closing: CancellationToken,
+    /// Told of failed logins and refused login-role passwords.
+    pub observer: Arc<dyn events::Observer>,
+    /// Failed logins per user name and per peer address.
+    pub logins: Logins,
+}
+
+/// Wire-login throttling: per user name, and per peer address (several
+/// people behind one address fail more often, so its limit is higher).
+pub struct Logins {
+    pub by_user: policy::throttle::Attempts,
+    pub by_peer: policy::throttle::Attempts,
+}
+
+impl Default for Logins {
+    fn default() -> Self {
+        let minute = chrono::Duration::minutes(1);
+        Logins {
+            by_user: policy::throttle::Attempts::new(10, minute),
+            by_peer: policy::throttle::Attempts::new(30, minute),
+        }
+    }
 }
 
 pub struct Gateway {
@@ -112,6 +134,15 @@ impl Gateway {
     pub async fn bind(
         config: Arc<Config>,
         hook: Arc<dyn StatementHook>,
+    ) -> Result<Gateway, GatewayError> {
+        Self::bind_observed(config, hook, Arc::new(events::Unobserved)).await
+    }
+
+    /// [`Gateway::bind`], reporting logins to `observer`.
+    pub async fn bind_observed(
+        config: Arc<Config>,
+        hook: Arc<dyn StatementHook>,
+        observer: Arc<dyn events::Observer>,
     ) -> Result<Gateway, GatewayError> {
         let g = &config.gateway;
         let tls = match (&g.tls_cert, &g.tls_key) {
@@ -174,6 +205,8 @@ impl Gateway {
             scram_secret: rand::random(),
             next_session: AtomicU64::new(1),
             closing: CancellationToken::new(),
+            observer,
+            logins: Logins::default(),
             config: config.clone(),
         });
         Ok(Gateway { shared, listener })

@@ -103,13 +103,8 @@ pub struct LoginRoles {
     cells: Mutex<HashMap<(String, String), Cell>>,
 }
 
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
+pub use postgres_protocol::escape::escape_identifier as quote_ident;
+use postgres_protocol::escape::escape_literal as quote_literal;
 
 impl LoginRoles {
     pub fn new(prefix: &str) -> LoginRoles {
@@ -123,6 +118,15 @@ impl LoginRoles {
     /// quote them), so users `Ann` and `ann` never share a login role.
     pub fn name_for(&self, user: &str) -> String {
         format!("{}{}", self.prefix, user)
+    }
+
+    /// Forgets the user's login role on this database: the next [`Self::ensure`]
+    /// provisions it again, with a new password.
+    pub fn forget(&self, database: &str, user: &str) {
+        self.cells
+            .lock()
+            .unwrap()
+            .remove(&(database.to_string(), user.to_string()));
     }
 
     /// The user's login role on this database, provisioned on first use.

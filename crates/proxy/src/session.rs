@@ -2,6 +2,7 @@
 //! upstream connection (pooled), relay, and return of the connection to the pool.
 
 use crate::auth;
+use crate::events::LoginFailure;
 use crate::login_role::ProvisionError;
 use crate::pool::PoolKey;
 use crate::relay::{Ending, Relay};
@@ -31,7 +32,7 @@ pub struct SessionInfo {
 pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("session", id, %peer);
-    run(tcp, id, shared).instrument(span).await
+    run(tcp, id, peer, shared).instrument(span).await
 }
 
 async fn say_fatal(stream: &mut Stream, e: &ErrorFields) {
@@ -39,7 +40,7 @@ async fn say_fatal(stream: &mut Stream, e: &ErrorFields) {
     let _ = stream.shutdown().await;
 }
 
-async fn run(tcp: TcpStream, id: u64, shared: Arc<Shared>) {
+async fn run(tcp: TcpStream, id: u64, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = tcp.set_nodelay(true);
     let deadline = Instant::now() + shared.config.gateway.startup_timeout;
     let (mut client, request) = match startup::open(tcp, shared.tls.as_ref(), deadline).await {
@@ -59,7 +60,7 @@ async fn run(tcp: TcpStream, id: u64, shared: Arc<Shared>) {
             return;
         }
     };
-    match start_session(&mut client, &request, id, &shared, deadline).await {
+    match start_session(&mut client, &request, id, peer, &shared, deadline).await {
         Ok((info, key, conn)) => relay(client, info, key, conn, &shared).await,
         Err(StartupError::Fatal(f)) => {
             info!(error = %f.message, code = f.code, "connection refused");
@@ -73,6 +74,7 @@ async fn start_session(
     client: &mut Stream,
     request: &startup::Request,
     id: u64,
+    peer: SocketAddr,
     shared: &Shared,
     deadline: Instant,
 ) -> Result<(SessionInfo, PoolKey, ServerConn), StartupError> {
@@ -87,14 +89,7 @@ async fn start_session(
     if let Some(n) = startup::negotiation(request, &checked) {
         client.write_all(&n).await?;
     }
-    auth::authenticate(
-        client,
-        &shared.config,
-        &shared.scram_secret,
-        &checked.user,
-        deadline,
-    )
-    .await?;
+    authenticate(client, &checked.user, peer, shared, deadline).await?;
     let Some(db) = shared.databases.get(&checked.database) else {
         return Err(StartupError::Fatal(
             ErrorFields::fatal(
@@ -108,52 +103,71 @@ async fn start_session(
         ));
     };
     let fatal = |code, msg: String| StartupError::Fatal(ErrorFields::fatal(code, msg));
-    let role = timeout_at(
-        deadline,
-        shared
-            .login_roles
-            .ensure(&checked.database, &db.admin, &checked.user),
-    )
-    .await
-    .map_err(|_| fatal("08006", "timed out preparing the login role".into()))?
-    .map_err(|e| {
-        warn!(error = %e, "login role provisioning failed");
-        // Unreachable database: a connection failure; anything else: the role.
-        let code = match e {
-            ProvisionError::AdminConnect(_) => "08006",
-            _ => "28000",
-        };
-        fatal(
-            code,
-            format!(
-                "could not prepare the login role on \"{}\": {e}",
-                checked.database
-            ),
+    let mut retried = false;
+    let (role, conn) = loop {
+        let role = timeout_at(
+            deadline,
+            shared
+                .login_roles
+                .ensure(&checked.database, &db.admin, &checked.user),
         )
-    })?;
+        .await
+        .map_err(|_| fatal("08006", "timed out preparing the login role".into()))?
+        .map_err(|e| {
+            warn!(error = %e, "login role provisioning failed");
+            // Unreachable database: a connection failure; anything else: the role.
+            let code = match e {
+                ProvisionError::AdminConnect(_) => "08006",
+                _ => "28000",
+            };
+            fatal(
+                code,
+                format!(
+                    "could not prepare the login role on \"{}\": {e}",
+                    checked.database
+                ),
+            )
+        })?;
+        let key = PoolKey {
+            database: checked.database.clone(),
+            login_role: role.name.clone(),
+            params: checked.upstream_params.clone(),
+        };
+        if let Some(c) = shared.pool.take(&key).await {
+            break (role, c);
+        }
+        let connect_deadline = deadline.min(Instant::now() + gateway.upstream_connect_timeout);
+        let connected = timeout_at(
+            connect_deadline,
+            db.target
+                .connect(&role.name, &role.password, &checked.upstream_params),
+        )
+        .await
+        .map_err(|_| {
+            fatal(
+                "08006",
+                format!("timed out connecting to \"{}\"", checked.database),
+            )
+        })?;
+        match connected {
+            Ok(c) => break (role, c),
+            // The database refused the password only the gateway should know:
+            // someone changed it. Alert, set a new one, try once more.
+            Err(UpstreamError::Server { code, .. }) if code == "28P01" && !retried => {
+                warn!(login_role = %role.name, "the database refused the login role's password; setting a new one");
+                shared
+                    .observer
+                    .upstream_login_failed(&checked.database, &checked.user, &role.name);
+                shared.login_roles.forget(&checked.database, &checked.user);
+                retried = true;
+            }
+            Err(e) => return Err(upstream_refused(&checked.database, e)),
+        }
+    };
     let key = PoolKey {
         database: checked.database.clone(),
         login_role: role.name.clone(),
         params: checked.upstream_params.clone(),
-    };
-    let conn = match shared.pool.take(&key).await {
-        Some(c) => c,
-        None => {
-            let connect_deadline = deadline.min(Instant::now() + gateway.upstream_connect_timeout);
-            timeout_at(
-                connect_deadline,
-                db.target
-                    .connect(&role.name, &role.password, &checked.upstream_params),
-            )
-            .await
-            .map_err(|_| {
-                fatal(
-                    "08006",
-                    format!("timed out connecting to \"{}\"", checked.database),
-                )
-            })?
-            .map_err(|e| upstream_refused(&checked.database, e))?
-        }
     };
     let info = SessionInfo {
         id,
@@ -162,6 +176,49 @@ async fn start_session(
         login_role: role.name.clone(),
     };
     Ok((info, key, conn))
+}
+
+/// SCRAM against the gateway's users, throttled per user name and per peer
+/// address; failures are reported to the observer (audited, alerted).
+async fn authenticate(
+    client: &mut Stream,
+    user: &str,
+    peer: SocketAddr,
+    shared: &Shared,
+    deadline: Instant,
+) -> Result<(), StartupError> {
+    let now = chrono::Utc::now();
+    let user_key = user;
+    let peer_key = peer.ip().to_string();
+    let logins = &shared.logins;
+    if logins.by_user.throttled(user_key, now) || logins.by_peer.throttled(&peer_key, now) {
+        // Not even checked: guessing stops, and the audit log is not flooded.
+        return Err(StartupError::Fatal(
+            ErrorFields::fatal(
+                "28000",
+                "too many failed logins for this user name or from this address; wait a minute",
+            )
+            .with_hint("jitgate throttles repeated failed logins"),
+        ));
+    }
+    let result =
+        auth::authenticate(client, &shared.config, &shared.scram_secret, user, deadline).await;
+    match &result {
+        Ok(()) => logins.by_user.succeeded(user_key),
+        Err(StartupError::Fatal(f)) => {
+            let by_user = logins.by_user.failed(user_key, now);
+            let by_peer = logins.by_peer.failed(&peer_key, now);
+            shared.observer.login_failed(&LoginFailure {
+                user,
+                peer: peer.ip(),
+                reason: &f.message,
+                throttled: by_user || by_peer,
+            });
+        }
+        // The client left mid-exchange: no attempt was made.
+        Err(StartupError::Io(_)) => {}
+    }
+    result
 }
 
 fn upstream_refused(database: &str, e: UpstreamError) -> StartupError {

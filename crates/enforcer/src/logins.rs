@@ -1,0 +1,52 @@
+//! Login events from the wire listener, into the audit log: failed logins
+//! (user name as given, peer address, reason) and the throttling that repeated
+//! failures start; and a login role whose password the database refused (it
+//! was changed outside the gateway), which also asks the enforcer to
+//! reconcile at once.
+
+use crate::hook::HookState;
+use proxy::events::{LoginFailure, Observer};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use store::AuditEvent;
+
+pub struct LoginEvents(pub Arc<HookState>);
+
+impl Observer for LoginEvents {
+    fn login_failed(&self, f: &LoginFailure<'_>) {
+        let st = &self.0;
+        let kind = if f.throttled {
+            "auth.throttled"
+        } else {
+            "auth.failed"
+        };
+        st.audit.send(
+            AuditEvent::new(
+                st.clock.now(),
+                kind,
+                f.user,
+                format!("user:{}", f.user),
+                json!({"listener": "wire", "peer": f.peer.to_string(), "reason": f.reason}),
+            )
+            .alert(),
+        );
+    }
+
+    fn upstream_login_failed(&self, database: &str, user: &str, login_role: &str) {
+        let st = &self.0;
+        st.audit.send(
+            AuditEvent::new(
+                st.clock.now(),
+                "alert.login_role_password",
+                "jitgate",
+                format!("login_role:{login_role}"),
+                json!({"database": database, "user": user, "login_role": login_role,
+                       "action": "new password set; reconciling"}),
+            )
+            .alert(),
+        );
+        st.reconcile_requested.store(true, Ordering::Relaxed);
+        st.changed.changed();
+    }
+}
