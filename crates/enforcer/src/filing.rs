@@ -3,7 +3,7 @@
 //! everything needed to follow up, `hold` keeps the statement until the
 //! request is decided, `hold_timeout` passes, or the client cancels.
 
-use crate::hook::HookState;
+use crate::hook::{written_ahead, HookState};
 use config::OnMissingGrant;
 use policy::classify::ActionKind;
 use policy::{GrantEnd, Request, RequestState};
@@ -35,8 +35,8 @@ pub fn missing_grant(
                 st.grants
                     .role_grant(&session.user, &session.database, &role, st.clock.now())
             {
-                st.ran_under_grant(&session, &text, kind.as_str(), &role, g);
-                return Verdict::Allow;
+                let recorded = st.ran_under_grant(&session, &text, kind.as_str(), &role, g);
+                return written_ahead(vec![recorded]).await;
             }
         }
         let filed = match file(&st, &session, &text, &role, each).await {
@@ -238,13 +238,13 @@ async fn hold(
         let now = st.clock.now();
         if each {
             if let Some(g) = st.grants.take_statement(&s.user, &s.database, text, now) {
-                st.ran_under_grant(s, text, kind.as_str(), role, g.id);
+                let recorded = st.ran_under_grant(s, text, kind.as_str(), role, g.id);
                 end_statement_grant_when_idle(st.clone(), s.clone(), g.id);
-                return Verdict::Allow;
+                return written_ahead(vec![recorded]).await;
             }
         } else if let Some(g) = st.grants.role_grant(&s.user, &s.database, role, now) {
-            st.ran_under_grant(s, text, kind.as_str(), role, g);
-            return Verdict::Allow;
+            let recorded = st.ran_under_grant(s, text, kind.as_str(), role, g);
+            return written_ahead(vec![recorded]).await;
         }
         match st.store.request(id).await {
             Ok(Some(r))

@@ -16,7 +16,7 @@ use config::Config;
 use policy::classify::{classify, Action, ActionKind, PreparedOp};
 use policy::rules::{Rules, Verdict as RuleVerdict};
 use policy::{Clock, Policy, Time};
-use proxy::{Check, Session, Statement, StatementHook};
+use proxy::{Check, Session, Statement, StatementHook, Verdict};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
@@ -192,7 +192,7 @@ impl HookState {
         };
         let now = self.clock.now();
         self.audit
-            .statement(now, &record, Some(&error.message), alert, redact);
+            .refused(now, &record, &error.message, alert, redact);
         if self.alerts.refused(&s.user, now) {
             let window = self.config.gateway.refusal_alert_window.as_secs();
             self.audit.send(
@@ -210,8 +210,17 @@ impl HookState {
         error
     }
 
-    /// Notes and audits a statement let through by a grant.
-    pub fn ran_under_grant(&self, s: &Session, text: &str, action: &str, role: &str, grant: i64) {
+    /// Notes and audits a statement let through by a grant. The record is
+    /// written ahead: let the statement go only once the returned receiver
+    /// answers (see [`written_ahead`]).
+    pub fn ran_under_grant(
+        &self,
+        s: &Session,
+        text: &str,
+        action: &str,
+        role: &str,
+        grant: i64,
+    ) -> Recorded {
         {
             let mut notes = s.notes.lock().unwrap();
             if !notes.roles_in_transaction.contains(role) {
@@ -231,13 +240,9 @@ impl HookState {
             kind: action,
         };
         let now = self.clock.now();
-        self.audit.statement(
-            now,
-            &record,
-            None,
-            false,
-            self.config.gateway.redact_literals,
-        );
+        let recorded = self
+            .audit
+            .ran(now, &record, self.config.gateway.redact_literals);
         if self.alerts.off_hours_use(grant, now) {
             self.audit.send(
                 AuditEvent::new(
@@ -251,6 +256,7 @@ impl HookState {
                 .alert(),
             );
         }
+        recorded
     }
 
     /// The rules' verdict for a user holding the database's baseline roles
@@ -272,6 +278,33 @@ impl HookState {
         } else {
             BTreeSet::new()
         }
+    }
+}
+
+/// The answer of the audit writer for one written-ahead record.
+pub type Recorded = tokio::sync::oneshot::Receiver<bool>;
+
+/// How long a privileged statement waits for its audit record before it is
+/// refused (a store that stalls rather than fails).
+const AUDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Allows once every record is durable; refuses (fail closed) if the store
+/// fails or does not answer within [`AUDIT_WAIT`].
+pub async fn written_ahead(records: Vec<Recorded>) -> Verdict {
+    let all = async {
+        for r in records {
+            if !r.await.unwrap_or(false) {
+                return false;
+            }
+        }
+        true
+    };
+    match tokio::time::timeout(AUDIT_WAIT, all).await {
+        Ok(true) => Verdict::Allow,
+        _ => Verdict::Refuse(
+            ErrorFields::error("57P03", crate::audit::UNRECORDED)
+                .with_hint("try again shortly; the audit log's failure is in the gateway's log"),
+        ),
     }
 }
 
@@ -362,22 +395,45 @@ impl StatementHook for PolicyHook {
             _ => action,
         };
         let check = self.verdict(session, statement, action);
-        if action.prepared.is_some() && matches!(check, Check::Allow) {
-            let mut notes = session.notes.lock().unwrap();
-            match &action.prepared {
-                Some(PreparedOp::Prepare(name)) => {
-                    notes
-                        .prepared
-                        .insert(name.clone(), Arc::new(action.clone()));
-                }
-                Some(PreparedOp::Deallocate(Some(name))) => {
-                    notes.prepared.remove(name);
-                }
-                Some(PreparedOp::Deallocate(None)) => notes.prepared.clear(),
-                _ => {}
-            }
+        if action.prepared.is_none() {
+            return check;
         }
-        check
+        // Names are noted only once the statement is let through.
+        match check {
+            Check::Allow => {
+                note_prepared(session, action);
+                Check::Allow
+            }
+            Check::Wait(answer) => {
+                let (s, a) = (session.clone(), action.clone());
+                Check::Wait(Box::pin(async move {
+                    let v = answer.await;
+                    if v == Verdict::Allow {
+                        note_prepared(&s, &a);
+                    }
+                    v
+                }))
+            }
+            refused => refused,
+        }
+    }
+}
+
+/// What a `PREPARE`, `DEALLOCATE` or `DISCARD ALL` let through does to the
+/// session's SQL-level prepared statements.
+fn note_prepared(session: &Session, action: &Action) {
+    let mut notes = session.notes.lock().unwrap();
+    match &action.prepared {
+        Some(PreparedOp::Prepare(name)) => {
+            notes
+                .prepared
+                .insert(name.clone(), Arc::new(action.clone()));
+        }
+        Some(PreparedOp::Deallocate(Some(name))) => {
+            notes.prepared.remove(name);
+        }
+        Some(PreparedOp::Deallocate(None)) => notes.prepared.clear(),
+        _ => {}
     }
 }
 
@@ -411,15 +467,16 @@ impl PolicyHook {
                         true,
                     ));
                 }
-                for role in lent {
-                    if let Some(id) =
-                        st.grants
-                            .role_grant(&session.user, &session.database, role, now)
-                    {
-                        st.ran_under_grant(session, &text, action.kind.as_str(), role, id);
-                    }
-                }
-                Check::Allow
+                let records: Vec<Recorded> = lent
+                    .into_iter()
+                    .filter_map(|role| {
+                        let id =
+                            st.grants
+                                .role_grant(&session.user, &session.database, role, now)?;
+                        Some(st.ran_under_grant(session, &text, action.kind.as_str(), role, id))
+                    })
+                    .collect();
+                Check::Wait(Box::pin(written_ahead(records)))
             }
             RuleVerdict::Deny(why) => {
                 let text = statement_text(statement, Some(action));
@@ -456,9 +513,10 @@ impl PolicyHook {
                     st.grants
                         .take_statement(&session.user, &session.database, &text, now)
                 {
-                    st.ran_under_grant(session, &text, action.kind.as_str(), &role, g.id);
+                    let recorded =
+                        st.ran_under_grant(session, &text, action.kind.as_str(), &role, g.id);
                     crate::filing::end_statement_grant_when_idle(st.clone(), session.clone(), g.id);
-                    return Check::Allow;
+                    return Check::Wait(Box::pin(written_ahead(vec![recorded])));
                 }
                 crate::filing::missing_grant(
                     st.clone(),

@@ -297,10 +297,13 @@ async fn with_the_store_down_grants_still_end_on_time_and_nothing_new_is_filed()
     j.approve(id, "bob").await;
     assert!(j.until(Duration::from_secs(2), || j.member("alice")).await);
     flaky.down.store(true, std::sync::atomic::Ordering::Relaxed);
-    alice
+    // A statement under the grant needs its audit record first: refused.
+    let e = alice
         .batch_execute("UPDATE orders SET total = total WHERE id = 90")
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "57P03");
+    assert!(message(&e).contains("cannot write the audit log"), "{e}");
     // The grant ends on time: refused at the gateway, revoked in the database.
     assert!(j.until(Duration::from_secs(4), || !j.member("alice")).await);
     let e = alice
@@ -321,5 +324,22 @@ async fn with_the_store_down_grants_still_end_on_time_and_nothing_new_is_filed()
     flaky
         .down
         .store(false, std::sync::atomic::Ordering::Relaxed);
+    let refused_for_audit = || async {
+        j.audit_kinds().await.into_iter().any(|(k, _, d)| {
+            k == "statement.refused"
+                && d["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("cannot write the audit log"))
+        })
+    };
+    let mut recorded = false;
+    for _ in 0..100 {
+        if refused_for_audit().await {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recorded, "the refusal is recorded once the store is back");
     j.stop().await;
 }

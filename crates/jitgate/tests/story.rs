@@ -3,7 +3,8 @@
 //! `jitgate approve`, the DELETE runs in the same psql session, the grant
 //! expires with warnings, and the DELETE is refused again — in `reject` and
 //! in `hold` mode. And a gateway killed with -9 leaves no role behind once it
-//! is back.
+//! is back, and loses no record of a privileged statement that reached
+//! PostgreSQL.
 
 mod common;
 
@@ -25,9 +26,15 @@ fn cluster() -> &'static Cluster {
              INSERT INTO orders SELECT i, i FROM generate_series(1, 100) i;
              GRANT USAGE ON SCHEMA public TO app_read, app_write;
              GRANT SELECT ON orders TO app_read;
-             GRANT DELETE, UPDATE, INSERT ON orders TO app_write;",
+             GRANT DELETE, UPDATE, INSERT ON orders TO app_write;
+             CREATE TABLE marks (n int);
+             GRANT INSERT ON marks TO app_write;",
         )
         .unwrap();
+        // PostgreSQL's own record of every statement it received.
+        c.psql("app", "ALTER SYSTEM SET log_statement = 'all'")
+            .unwrap();
+        c.psql("app", "SELECT pg_reload_conf()").unwrap();
     });
     c
 }
@@ -268,4 +275,93 @@ fn killed_gateway_leaves_no_role_behind_after_restart() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The numbers `n` of `INSERT INTO marks VALUES (n) /* wal */` that the
+/// server's log says it received.
+fn marks_in_server_log() -> std::collections::BTreeSet<i64> {
+    let log = cluster().log();
+    log.lines()
+        .filter_map(|l| l.split("INSERT INTO marks VALUES (").nth(1))
+        .filter(|rest| rest.contains(") /* wal */"))
+        .filter_map(|rest| rest.split(')').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn killed_gateway_loses_no_record_of_a_privileged_statement() {
+    let mut s = Serve::start("wal_", "", "10m");
+    let o = s.cli(
+        &["request", "app_write", "--db", "app", "--reason", "r"],
+        "alice",
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let o = s.cli(&["approve", "1"], "bob");
+    assert!(o.status.success(), "{}", out(&o));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !member("wal_alice") {
+        assert!(Instant::now() < deadline, "never granted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Four sessions write as fast as they can; the gateway dies mid-stream.
+    let port = s.port;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            rt.spawn(async move {
+                let (client, conn) = tokio_postgres::connect(
+                    &format!("host=127.0.0.1 port={port} dbname=app user=alice password=alice-pw"),
+                    tokio_postgres::NoTls,
+                )
+                .await
+                .unwrap();
+                tokio::spawn(conn);
+                let mut sent = 0;
+                for i in 0..100_000i64 {
+                    let n = w * 1_000_000 + i;
+                    let sql = format!("INSERT INTO marks VALUES ({n}) /* wal */");
+                    if client.batch_execute(&sql).await.is_err() {
+                        break;
+                    }
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    s.kill_9();
+    let ran: i64 = writers.into_iter().map(|w| rt.block_on(w).unwrap()).sum();
+    assert!(ran > 20, "the writers got going ({ran} statements)");
+    s.spawn();
+    let reached = marks_in_server_log();
+    assert!(reached.len() as i64 >= ran, "{} < {ran}", reached.len());
+    let db = s._dir.path().join("state.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT detail FROM audit WHERE kind = 'statement.run'")
+        .unwrap();
+    let recorded: std::collections::BTreeSet<i64> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .filter_map(|d| {
+            let d: serde_json::Value = serde_json::from_str(&d.unwrap()).ok()?;
+            let text = d["text"].as_str()?.to_string();
+            text.split("INSERT INTO marks VALUES (")
+                .nth(1)?
+                .split(')')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let lost: Vec<_> = reached.difference(&recorded).collect();
+    assert!(
+        lost.is_empty(),
+        "{} statements reached PostgreSQL without an audit record: {lost:?}",
+        lost.len()
+    );
 }

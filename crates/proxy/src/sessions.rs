@@ -211,7 +211,10 @@ impl Session {
                 *self.poison.lock().unwrap() = None;
             }
         }
-        if status == b'I' && !busy {
+        // A statement held by the hook (written-ahead audit, a decision) is
+        // not sent yet, so `busy` misses it; the roles noted for it belong to
+        // the transaction it will run in, not to the one this answer closes.
+        if status == b'I' && !busy && !self.holding.load(Relaxed) {
             let mut notes = self.notes.lock().unwrap();
             if !notes.roles_in_transaction.is_empty() {
                 notes.roles_in_transaction.clear();
