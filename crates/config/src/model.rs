@@ -65,6 +65,12 @@ pub struct Gateway {
     /// Replace literals by `$n` in statement texts written to the audit log.
     #[serde(default)]
     pub redact_literals: bool,
+    /// An ed25519 key (base64 seed, from `jitgate audit keygen`) kept outside
+    /// the state store: the audit chain's head is signed with it periodically.
+    pub audit_key_file: Option<PathBuf>,
+    /// How often a signed checkpoint of the audit chain is made.
+    #[serde(default = "d_1m", deserialize_with = "duration")]
+    pub audit_checkpoint_interval: Duration,
     /// Base URL for links in messages (default `http://<api_listen>`).
     pub public_url: Option<String>,
     /// Privileged use outside these hours (UTC, `"08:00-18:00"`) is an alert.

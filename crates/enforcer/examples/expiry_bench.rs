@@ -8,13 +8,20 @@
 //!   refusal after `expires_at` is the gateway's latency;
 //! - a separate connection polls pg_auth_members every 5 ms: each
 //!   membership's disappearance after its grant's `expires_at` is the
-//!   database's latency.
+//!   database's latency. It is stamped with the bench's clock (the system
+//!   clock, which the gateway's enforcer also uses) when the first poll that
+//!   misses the membership *returns*: an upper bound. (Stamping before the
+//!   poll, as an earlier version did, made a REVOKE that committed during
+//!   the poll look earlier than the grant's end.)
+//! - a grant must last its whole window: the enforcer's `grant.removed`
+//!   audit events (written before the REVOKE is sent) must all be at or after
+//!   their grant's `expires_at`; the bench counts any that are not.
 //!
 //! First, K other users each have a write refused, get it approved, and retry
 //! until it runs: approval -> the user's next statement allowed (GRANT in the
 //! database and the gateway's grant table included).
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use config::Config;
 use pgcluster::{Cluster, Options};
 use policy::{Clock, Policy};
@@ -123,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
     let target = Utc::now() + chrono::Duration::from_std(setup)?;
     eprintln!("filing and approving {n} requests; they end at {target}");
     let mut expires = HashMap::new();
+    let mut by_grant = HashMap::new();
     for i in 0..n {
         let now = Utc::now();
         let secs = (target - now).num_milliseconds().div_euclid(1000) + 1;
@@ -141,7 +149,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         let (_, g) =
             store::service::decide(&*store, &policy, r.id, "lead", true, "", Utc::now()).await?;
-        expires.insert(format!("x_{user}"), g.unwrap().expires_at);
+        let g = g.unwrap();
+        by_grant.insert(format!("grant:{}", g.id), g.expires_at);
+        expires.insert(format!("x_{user}"), g.expires_at);
         changed.changed();
     }
     let spread =
@@ -194,8 +204,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut gone: HashMap<String, chrono::DateTime<Utc>> = HashMap::new();
     while gone.len() < n {
-        let now = Utc::now();
         let present: std::collections::HashSet<String> = members().await?.into_iter().collect();
+        let now = Utc::now(); // after the poll returns: see the header
         for m in expires.keys() {
             if !present.contains(m) {
                 gone.entry(m.clone()).or_insert(now);
@@ -215,7 +225,21 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|(m, t)| (*t - expires[m]).num_microseconds().unwrap() as f64 / 1000.0)
         .collect();
-    let early = database.iter().filter(|d| **d < 0.0).count();
+    // Did the enforcer take any grant before its end? Its own record says.
+    let mut removed = 0;
+    let mut early = 0;
+    for r in store.audit_all().await? {
+        if r.event.kind == "grant.removed" {
+            if let Some(end) = by_grant.get(&r.event.subject) {
+                removed += 1;
+                // The audit log keeps microseconds.
+                if r.event.at < end.trunc_subsecs(6) {
+                    early += 1;
+                }
+            }
+        }
+    }
+    anyhow::ensure!(removed == n, "{removed} of {n} grants audited as removed");
     println!("| measurement | p50 | p99 | max | goal |");
     println!("|---|---|---|---|---|");
     println!(
@@ -238,8 +262,18 @@ async fn main() -> anyhow::Result<()> {
         percentile(&mut database, 0.99),
         percentile(&mut database, 1.0)
     );
+    println!(
+        "\nClock: the system clock of this machine, shared by the bench and the gateway; \
+         database latencies are stamped when the poll that misses a membership returns."
+    );
     if early > 0 {
-        println!("(!) {early} memberships were gone before their grant ended");
+        println!("(!) {early} grants were removed by the enforcer before their end");
+    } else {
+        println!("No grant was removed before its end ({removed} checked in the audit log).");
+    }
+    let negative = database.iter().filter(|d| **d < 0.0).count();
+    if negative > 0 {
+        println!("(!) {negative} memberships were seen gone before their grant ended");
     }
     let _ = stop_tx.send(());
     let _ = serving.await;

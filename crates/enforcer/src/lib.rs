@@ -15,6 +15,7 @@
 //! - [`alerts`]: privileged use outside working hours, many refusals by one user.
 //! - [`logins`]: failed wire logins and refused login-role passwords, audited.
 //! - [`cache`]: the bounded classification cache.
+//! - [`checkpoints`]: the audit chain's head, signed periodically (`audit_key_file`).
 //! - [`inspect`]: read-only looks (the scan report, EXPLAIN previews).
 //! - [`runtime`]: the assembly `jitgate serve` and the tests start.
 //!
@@ -29,6 +30,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod cache;
+pub mod checkpoints;
 pub mod database;
 pub mod enforcer;
 pub mod filing;

@@ -14,6 +14,7 @@ pub struct Runtime {
     pub hook: Arc<HookState>,
     pub audit: AuditSink,
     audit_writer: tokio::task::JoinHandle<()>,
+    checkpointer: Option<crate::checkpoints::Checkpointer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,8 @@ pub enum StartError {
     Gateway(#[from] proxy::GatewayError),
     #[error("preparing the databases (is admin_url reachable, with CREATEROLE?): {0}")]
     Prepare(#[from] crate::EnforceError),
+    #[error(transparent)]
+    AuditKey(#[from] store::checkpoint::KeyError),
 }
 
 impl Runtime {
@@ -34,8 +37,19 @@ impl Runtime {
         clock: Arc<dyn Clock>,
         changed: Arc<store::Changes>,
     ) -> Result<Runtime, StartError> {
+        let key = match &config.gateway.audit_key_file {
+            Some(path) => Some(store::checkpoint::load_key(path)?),
+            None => None,
+        };
         let (audit, writer) = AuditSink::new(store.clone());
         let audit_writer = tokio::spawn(writer);
+        let checkpointer = key.map(|key| crate::checkpoints::Checkpointer {
+            key,
+            store: store.clone(),
+            audit: audit.clone(),
+            clock: clock.clone(),
+            every: config.gateway.audit_checkpoint_interval,
+        });
         let hook = Arc::new(HookState::new(
             config.clone(),
             policy,
@@ -61,6 +75,7 @@ impl Runtime {
             hook,
             audit,
             audit_writer,
+            checkpointer,
         })
     }
 
@@ -72,9 +87,16 @@ impl Runtime {
             self.enforcer
                 .run(async move { enforcer_stop.cancelled().await }),
         );
+        let checkpointing = self.checkpointer.map(|c| {
+            let stop = stopping.clone();
+            tokio::spawn(c.run(async move { stop.cancelled().await }))
+        });
         self.gateway.run(stop).await;
         stopping.cancel();
         let _ = enforcing.await;
+        if let Some(c) = checkpointing {
+            let _ = c.await;
+        }
         self.audit.flush().await;
         self.audit_writer.abort();
     }

@@ -2,7 +2,7 @@
 //! API's JSON with `--json`.
 
 use crate::client::Client;
-use anyhow::bail;
+use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 fn table(rows: &[Vec<String>], header: &[&str]) -> String {
@@ -197,8 +197,40 @@ pub async fn end_grant(c: &Client, id: i64, revoke: bool, reason: &str) -> anyho
     Ok(())
 }
 
-pub async fn audit_verify(c: &Client) -> anyhow::Result<()> {
-    let v = c.call("GET", "/api/v1/audit/verify", None).await?;
+pub async fn audit_verify(
+    c: &Client,
+    checkpoint: Option<&str>,
+    public_key: Option<&str>,
+) -> anyhow::Result<()> {
+    let Some(checkpoint) = checkpoint else {
+        let v = c.call("GET", "/api/v1/audit/verify", None).await?;
+        return verdict(&v);
+    };
+    // Checked here, not by the server: the export is read and verified locally.
+    let cp = read_checkpoint(checkpoint)?;
+    let lines = match c.call("GET", "/api/v1/audit/export", None).await? {
+        Value::String(lines) => lines,
+        other => bail!("unexpected export: {other}"),
+    };
+    let records = lines
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str::<store::AuditRecord>)
+        .collect::<Result<Vec<_>, _>>()?;
+    let v = store::checkpoint::verify_against(&records, &cp, public_key);
+    let v = serde_json::to_value(&v)?;
+    verdict(&v)?;
+    println!(
+        "checkpoint ok: event {} of {} has the hash signed at {} by key {}",
+        cp.seq,
+        s(&v["records"]),
+        cp.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        cp.public_key
+    );
+    Ok(())
+}
+
+fn verdict(v: &Value) -> anyhow::Result<()> {
     if v["ok"] == true {
         println!("audit log ok: {} events, hash chain intact", v["records"]);
         Ok(())
@@ -209,6 +241,44 @@ pub async fn audit_verify(c: &Client) -> anyhow::Result<()> {
             s(&v["problem"])
         )))
     }
+}
+
+/// A checkpoint given as JSON or as a file; either the checkpoint itself or
+/// the `audit.checkpoint` event carrying it in `detail`.
+fn read_checkpoint(arg: &str) -> anyhow::Result<store::checkpoint::Checkpoint> {
+    let text = if arg.trim_start().starts_with('{') {
+        arg.to_string()
+    } else {
+        std::fs::read_to_string(arg).with_context(|| format!("reading {arg}"))?
+    };
+    let v: Value = serde_json::from_str(text.trim()).context("the checkpoint is not JSON")?;
+    let v = if v.get("signature").is_some() {
+        v
+    } else {
+        v["detail"].clone()
+    };
+    serde_json::from_value(v).context("not a jitgate audit checkpoint")
+}
+
+/// Writes a new signing key (mode 0600) and prints its public key.
+pub fn audit_keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (secret, public) = store::checkpoint::new_key();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("creating {} (it must not exist yet)", out.display()))?;
+    writeln!(f, "{secret}")?;
+    println!("{public}");
+    eprintln!(
+        "wrote {}; set [gateway] audit_key_file to it, keep a copy of the public key above \
+         for `jitgate audit verify --checkpoint ... --public-key ...`",
+        out.display()
+    );
+    Ok(())
 }
 
 pub async fn audit_export(c: &Client) -> anyhow::Result<()> {

@@ -162,8 +162,25 @@ enum PolicyCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain; exit 1 naming the first bad event.
-    Verify,
+    /// Verify the hash chain; exit 1 naming the first bad event. With
+    /// --checkpoint, also that the log still holds the signed head (a cut
+    /// tail or a rewritten chain fails).
+    Verify {
+        /// A signed checkpoint: its JSON, or a file holding it (or holding
+        /// the `audit.checkpoint` event a webhook delivered).
+        #[arg(long)]
+        checkpoint: Option<String>,
+        /// The key you trust (base64, printed by `audit keygen`); without it
+        /// the checkpoint's own key is used and printed.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Write a new audit signing key to FILE (for `[gateway] audit_key_file`);
+    /// print its public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// All events as JSON lines (for a SIEM).
     Export,
 }
@@ -182,6 +199,15 @@ fn main() -> ExitCode {
                 serve(cfg, &text, shutdown_signal()).await
             })
         }
+        Command::Audit {
+            command: AuditCommand::Keygen { out },
+        } => match commands::audit_keygen(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("jitgate: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Demo { listen, api_listen } => {
             init_logging(LogFormat::Plain);
             run(demo::run(listen, api_listen))
@@ -272,12 +298,19 @@ async fn client_command(
         }
         Command::Relinquish { grant_id } => commands::end_grant(&c, grant_id, false, "").await,
         Command::Audit {
-            command: AuditCommand::Verify,
-        } => commands::audit_verify(&c).await,
+            command:
+                AuditCommand::Verify {
+                    checkpoint,
+                    public_key,
+                },
+        } => commands::audit_verify(&c, checkpoint.as_deref(), public_key.as_deref()).await,
         Command::Audit {
             command: AuditCommand::Export,
         } => commands::audit_export(&c).await,
         Command::Serve { .. }
+        | Command::Audit {
+            command: AuditCommand::Keygen { .. },
+        }
         | Command::Demo { .. }
         | Command::Policy { .. }
         | Command::Explain { .. }

@@ -15,6 +15,7 @@
 
 pub mod audit;
 pub mod changes;
+pub mod checkpoint;
 pub mod postgres;
 pub mod service;
 pub mod sqlite;
@@ -130,6 +131,8 @@ pub trait Store: Send + Sync {
     async fn audit_all(&self) -> Result<Vec<AuditRecord>, StoreError>;
     /// Audit records after sequence number `after`, oldest first, at most `limit`.
     async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The chain's head: the last record's (seq, hash); (0, genesis) if empty.
+    async fn audit_head(&self) -> Result<(i64, String), StoreError>;
     /// A named, durable position (e.g. how far a webhook has delivered); 0 if unset.
     async fn cursor(&self, name: &str) -> Result<i64, StoreError>;
     async fn set_cursor(&self, name: &str, value: i64) -> Result<(), StoreError>;

@@ -339,6 +339,16 @@ impl Store for PgStore {
         rows.iter().map(to_record).collect()
     }
 
+    async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        let client = self.client.lock().await;
+        let last = client
+            .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
+            .await?;
+        Ok(last
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
+            .unwrap_or((0, crate::audit::GENESIS.to_string())))
+    }
+
     async fn cursor(&self, name: &str) -> Result<i64, StoreError> {
         let client = self.client.lock().await;
         let row = client

@@ -370,6 +370,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        self.run(move |conn| {
+            let last: Option<(i64, String)> = conn
+                .query_row(
+                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            Ok(last.unwrap_or((0, GENESIS.to_string())))
+        })
+        .await
+    }
+
     async fn cursor(&self, name: &str) -> Result<i64, StoreError> {
         let name = format!("cursor:{name}");
         self.run(move |conn| {

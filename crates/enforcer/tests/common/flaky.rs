@@ -77,6 +77,10 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.audit_after(after, limit).await
     }
+    async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        self.check()?;
+        self.inner.audit_head().await
+    }
     async fn cursor(&self, name: &str) -> Result<i64, StoreError> {
         self.check()?;
         self.inner.cursor(name).await
