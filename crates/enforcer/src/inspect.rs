@@ -85,7 +85,93 @@ pub async fn scan(cfg: &Config, db: &str) -> Result<Vec<Value>, String> {
             );
         }
     }
+    found.extend(login_role_reach(cfg, &client).await);
     Ok(found)
+}
+
+/// The `pg_hba.conf` rules, in order, through which a login role
+/// (`<prefix>...`) could log in other than from the gateway's own address,
+/// as one scan entry; none if only the gateway can (or `pg_hba_file_rules`
+/// is not readable: then an entry saying so).
+async fn login_role_reach(cfg: &Config, client: &tokio_postgres::Client) -> Option<Value> {
+    let prefix = &cfg.gateway.login_role_prefix;
+    let login = format!("{prefix}* (jitgate login roles)");
+    let rows = match client
+        .query(
+            "SELECT line_number, type, user_name::text[], address, netmask, auth_method, \
+                    host(inet_client_addr()) \
+             FROM pg_hba_file_rules WHERE error IS NULL ORDER BY line_number",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            return Some(json!({"login": login, "why": [format!(
+                "unknown whether login roles can log in other than through the gateway: \
+                 pg_hba_file_rules cannot be read by the admin role ({})",
+                e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+            )], "hba": []}));
+        }
+    };
+    let mut why = Vec::new();
+    let mut lines = Vec::new();
+    for r in rows {
+        let (line, kind): (i32, String) = (r.get(0), r.get(1));
+        let users: Vec<String> = r.get::<_, Option<Vec<String>>>(2).unwrap_or_default();
+        let (address, netmask): (Option<String>, Option<String>) = (r.get(3), r.get(4));
+        let (method, gateway): (String, Option<String>) = (r.get(5), r.get(6));
+        // `address` is an address (with a netmask) or a keyword (all, samenet, ...).
+        let host = address
+            .as_deref()
+            .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+            .map(String::from);
+        let bits = host.as_ref().map(|_| mask_bits(netmask.as_deref()));
+        let keyword = if host.is_none() {
+            address.clone()
+        } else {
+            None
+        };
+        let applies = users.iter().any(|u| {
+            u == "all" || u.starts_with(prefix.as_str()) || u.starts_with('+') || u.starts_with('/')
+        });
+        if !applies {
+            continue;
+        }
+        let from = match (kind.as_str(), &host, bits) {
+            ("local", _, _) => "the local socket".to_string(),
+            (_, Some(h), Some(b)) => format!("{h}/{b}"),
+            _ => keyword.clone().unwrap_or_else(|| "any address".into()),
+        };
+        let only_gateway = kind != "local"
+            && host.is_some()
+            && host == gateway
+            && matches!(bits, Some(32) | Some(128));
+        if method == "reject" {
+            // A reject for every address ends what later lines could allow.
+            if matches!(bits, Some(0)) || keyword.as_deref() == Some("all") {
+                break;
+            }
+            continue;
+        }
+        if !only_gateway {
+            why.push(format!(
+                "login roles can log in from {from} (pg_hba.conf line {line}, {method}), not only \
+                 through the gateway (see docs/SECURITY.md)"
+            ));
+            lines.push(json!({"line": line, "type": kind, "from": from, "method": method}));
+        }
+    }
+    (!why.is_empty()).then(|| json!({"login": login, "why": why, "hba": lines}))
+}
+
+/// The prefix length of a netmask (`255.255.255.0` → 24); none given: a host.
+fn mask_bits(netmask: Option<&str>) -> i32 {
+    match netmask.and_then(|m| m.parse::<std::net::IpAddr>().ok()) {
+        Some(std::net::IpAddr::V4(m)) => u32::from(m).count_ones() as i32,
+        Some(std::net::IpAddr::V6(m)) => u128::from(m).count_ones() as i32,
+        None => 128,
+    }
 }
 
 /// Whether `sql` is one statement EXPLAIN can plan without running anything

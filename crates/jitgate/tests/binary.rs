@@ -442,6 +442,14 @@ fn explain_and_scan() {
         by("reader").is_none(),
         "a read-only login holds nothing privileged"
     );
+    // The test cluster lets every role in over the local socket (initdb's
+    // default): login roles could be used without the gateway.
+    let reach = by("jit_* (jitgate login roles)").expect("login-role reach reported");
+    let why = reach["why"].to_string();
+    assert!(
+        why.contains("the local socket") && why.contains("pg_hba.conf line"),
+        "{why}"
+    );
     let o = Command::new(BIN)
         .args(["scan", "--db", "app", "--config"])
         .arg(&cfg)
