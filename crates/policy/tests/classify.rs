@@ -26,6 +26,20 @@ fn classes_of_ordinary_statements() {
         ("GRANT app_write TO jit_bob", Privilege),
         ("CREATE ROLE evil SUPERUSER", Privilege),
         ("ALTER TABLE orders OWNER TO bob", Privilege),
+        ("ALTER ROLE CURRENT_USER PASSWORD 'x'", Privilege),
+        (
+            "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO bob",
+            Privilege,
+        ),
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'select 1'",
+            Privilege,
+        ),
+        ("ALTER FUNCTION f() SECURITY DEFINER", Privilege),
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'",
+            Ddl,
+        ),
         ("VACUUM orders", Admin),
         ("ALTER SYSTEM SET work_mem = '1GB'", Admin),
         ("CREATE EXTENSION dblink", Admin),
