@@ -238,3 +238,35 @@ pub async fn disable_password(admin: &Admin, login_role: &str) -> Result<(), Pro
         .with_client(async |c| Ok(c.batch_execute(&sql).await?))
         .await
 }
+
+/// The relations, routines and schemas that any of `roles` owns.
+pub async fn managed_objects(
+    admin: &Admin,
+    roles: &[String],
+) -> Result<policy::privilege::ManagedObjects, ProvisionError> {
+    let rows = admin
+        .with_client(async |c| {
+            Ok(c.query(
+                "WITH owners AS (SELECT oid FROM pg_roles WHERE rolname = ANY($1)) \
+                 SELECT 'relation', n.nspname::text, c.relname::text FROM pg_class c \
+                   JOIN pg_namespace n ON n.oid = c.relnamespace \
+                   WHERE c.relowner IN (SELECT oid FROM owners) \
+                   AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
+                 UNION ALL \
+                 SELECT 'routine', n.nspname::text, p.proname::text FROM pg_proc p \
+                   JOIN pg_namespace n ON n.oid = p.pronamespace \
+                   WHERE p.proowner IN (SELECT oid FROM owners) \
+                 UNION ALL \
+                 SELECT 'schema', '', n.nspname::text FROM pg_namespace n \
+                   WHERE n.nspowner IN (SELECT oid FROM owners)",
+                &[&roles],
+            )
+            .await?)
+        })
+        .await?;
+    let mut m = policy::privilege::ManagedObjects::default();
+    for r in rows {
+        m.add(r.get(0), r.get(1), r.get(2));
+    }
+    Ok(m)
+}

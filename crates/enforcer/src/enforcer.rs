@@ -495,6 +495,15 @@ impl Enforcer {
                            "drift": "membership", "action": "revoked"}),
                 );
             }
+            // What the managed roles own: the hook's guard reads it.
+            let owned = database::managed_objects(admin, &managed)
+                .await
+                .map_err(err)?;
+            self.hook
+                .managed_objects
+                .write()
+                .unwrap()
+                .insert(db.name.clone(), Arc::new(owned));
             // Privileges handed to login roles or PUBLIC on the managed roles'
             // objects outlive every grant: take them back.
             let direct = database::direct_privileges(admin, &managed, &prefix)

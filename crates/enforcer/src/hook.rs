@@ -14,6 +14,7 @@ use crate::cache::{Cache, Classified};
 use crate::grants::GrantTable;
 use config::Config;
 use policy::classify::{classify, Action, ActionKind, PreparedOp};
+use policy::privilege::ManagedObjects;
 use policy::rules::{Rules, Verdict as RuleVerdict};
 use policy::{Clock, Policy, Time};
 use proxy::{Check, Session, Statement, StatementHook, Verdict};
@@ -44,6 +45,8 @@ pub struct HookState {
     /// Poked when a request is filed or a statement grant used (the enforcer listens).
     pub changed: Arc<store::Changes>,
     pub builtins: RwLock<HashMap<String, Arc<Builtins>>>,
+    /// Per database: what managed roles own (refreshed by the reconciler).
+    pub managed_objects: RwLock<HashMap<String, Arc<ManagedObjects>>>,
     /// Set when something asks for a reconcile before the next interval.
     pub reconcile_requested: AtomicBool,
     alerts: crate::alerts::Alerts,
@@ -77,6 +80,7 @@ impl HookState {
             audit,
             changed,
             builtins: RwLock::new(HashMap::new()),
+            managed_objects: RwLock::new(HashMap::new()),
             reconcile_requested: AtomicBool::new(false),
             cache: Cache::new(10_000),
             baseline,
@@ -141,12 +145,20 @@ impl HookState {
             return None;
         }
         let prefix = &self.config.gateway.login_role_prefix;
+        let owned = self
+            .managed_objects
+            .read()
+            .unwrap()
+            .get(&s.database)
+            .cloned();
         let why = policy::privilege::guard(
             &action.privileges,
             &policy::privilege::Session {
                 is_managed: &|n| self.policy.role(n).is_some(),
                 is_login_role: &|n| n.starts_with(prefix.as_str()),
                 in_force: self.grants.has_any(&s.user, &s.database),
+                // Not known yet: every object may be a managed role's.
+                managed_may_own: &|o| owned.as_ref().is_none_or(|m| m.may_own(o)),
             },
         )?;
         Some(PrivilegeRefusal {

@@ -10,9 +10,11 @@
 //!   CREATEROLE; its password, settings and name are the gateway's);
 //! - memberships that involve managed roles, login roles or PUBLIC;
 //! - privileges granted to or revoked from managed roles;
-//! - any `GRANT`, ownership change, `SECURITY DEFINER` function or
-//!   `CREATE OR REPLACE FUNCTION` while a managed role is in force in the
-//!   session (the objects it reaches may be the managed role's);
+//! - while a managed role is in force for the user: any membership change,
+//!   and a `GRANT`, an ownership change, a `CREATE OR REPLACE` or `SECURITY
+//!   DEFINER` of a function, on an object a managed role may own (the caller
+//!   says which names may be; an object of a kind the guard does not read is
+//!   assumed to be one);
 //! - `REASSIGN OWNED BY` a managed role, and objects or default privileges
 //!   handed to one.
 //!
@@ -60,6 +62,60 @@ impl RoleRef {
     }
 }
 
+/// An object a statement names, as written (lowercased; `schema.name` or
+/// `name`), by kind.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum ObjectRef {
+    /// A table, view, sequence or foreign table.
+    Relation(String),
+    Schema(String),
+    /// A function or procedure.
+    Routine(String),
+    /// `... ON ALL TABLES / SEQUENCES / FUNCTIONS IN SCHEMA s`.
+    AllInSchema(String),
+    /// Any other kind (types, languages, large objects, ...).
+    Other,
+}
+
+fn lower_join(parts: impl IntoIterator<Item = String>) -> String {
+    parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(".")
+        .to_lowercase()
+}
+
+fn relation(r: &protobuf::RangeVar) -> ObjectRef {
+    ObjectRef::Relation(lower_join([r.schemaname.clone(), r.relname.clone()]))
+}
+
+fn strings(list: &[protobuf::Node]) -> String {
+    lower_join(list.iter().filter_map(|n| match &n.node {
+        Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+        _ => None,
+    }))
+}
+
+/// The object one node names, given the kind of object the statement is about.
+fn object(kind: i32, node: &protobuf::Node) -> ObjectRef {
+    use protobuf::ObjectType as T;
+    let kind = T::try_from(kind).unwrap_or(T::Undefined);
+    match (kind, &node.node) {
+        (_, Some(NodeEnum::RangeVar(r))) => relation(r),
+        (T::ObjectSchema, Some(NodeEnum::String(s))) => ObjectRef::Schema(s.sval.to_lowercase()),
+        (
+            T::ObjectFunction | T::ObjectProcedure | T::ObjectRoutine,
+            Some(NodeEnum::ObjectWithArgs(f)),
+        ) => ObjectRef::Routine(strings(&f.objname)),
+        (
+            T::ObjectTable | T::ObjectSequence | T::ObjectView | T::ObjectMatview,
+            Some(NodeEnum::List(l)),
+        ) => ObjectRef::Relation(strings(&l.items)),
+        _ => ObjectRef::Other,
+    }
+}
+
 /// The role and privilege management a statement does.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PrivilegeOps {
@@ -72,15 +128,17 @@ pub struct PrivilegeOps {
     pub granted_to: BTreeSet<RoleRef>,
     /// Object privileges revoked: from these roles.
     pub revoked_from: BTreeSet<RoleRef>,
-    /// Ownership is handed over (`OWNER TO`, `REASSIGN OWNED`, `CREATE SCHEMA
-    /// ... AUTHORIZATION`).
-    pub changes_owner: bool,
+    /// The objects privileges are granted on.
+    pub granted_on: BTreeSet<ObjectRef>,
+    /// The objects whose owner changes (`ALTER ... OWNER TO`).
+    pub owner_changed: BTreeSet<ObjectRef>,
+    /// Functions replaced (`CREATE OR REPLACE`) or made `SECURITY DEFINER`
+    /// by `ALTER`.
+    pub routines_changed: BTreeSet<ObjectRef>,
     /// `REASSIGN OWNED BY` these roles.
     pub reassigned_from: BTreeSet<RoleRef>,
     /// A function or procedure made or altered `SECURITY DEFINER`.
     pub security_definer: bool,
-    /// `CREATE OR REPLACE FUNCTION/PROCEDURE`.
-    pub replaces_function: bool,
 }
 
 impl PrivilegeOps {
@@ -114,32 +172,68 @@ impl PrivilegeOps {
             }
             NodeRef::GrantStmt(s) => self.grant(s),
             NodeRef::AlterDefaultPrivilegesStmt(s) => {
+                // Future objects of the login role (or of FOR ROLE, judged
+                // by the caller): only the grantees matter.
                 if let Some(g) = &s.action {
-                    self.grant(g);
+                    let to = g.grantees.iter().filter_map(RoleRef::from_node);
+                    if g.is_grant {
+                        self.granted_to.extend(to);
+                    } else {
+                        self.revoked_from.extend(to);
+                    }
                 }
             }
-            NodeRef::AlterOwnerStmt(_) => self.changes_owner = true,
-            NodeRef::CreateSchemaStmt(c) => self.changes_owner |= c.authrole.is_some(),
-            NodeRef::AlterTableStmt(a) => self.changes_owner |= crate::classify::changes_owner(a),
-            NodeRef::ReassignOwnedStmt(s) => {
-                self.changes_owner = true;
-                self.reassigned_from.extend(roles(&s.roles));
+            NodeRef::AlterOwnerStmt(s) => {
+                let target = match (&s.relation, &s.object) {
+                    (Some(r), _) => relation(r),
+                    (None, Some(o)) => object(s.object_type, o),
+                    (None, None) => ObjectRef::Other,
+                };
+                self.owner_changed.insert(target);
             }
+            NodeRef::AlterTableStmt(a) if crate::classify::changes_owner(a) => {
+                let target = a
+                    .relation
+                    .as_ref()
+                    .map(relation)
+                    .unwrap_or(ObjectRef::Other);
+                self.owner_changed.insert(target);
+            }
+            NodeRef::ReassignOwnedStmt(s) => self.reassigned_from.extend(roles(&s.roles)),
             NodeRef::CreateFunctionStmt(f) => {
-                self.replaces_function |= f.replace;
-                self.security_definer |= definer(&f.options);
+                let definer = definer(&f.options);
+                self.security_definer |= definer;
+                if f.replace {
+                    self.routines_changed
+                        .insert(ObjectRef::Routine(strings(&f.funcname)));
+                }
             }
-            NodeRef::AlterFunctionStmt(f) => self.security_definer |= definer(&f.actions),
+            NodeRef::AlterFunctionStmt(f) if definer(&f.actions) => {
+                self.security_definer = true;
+                let name = f.func.as_ref().map(|o| strings(&o.objname));
+                self.routines_changed
+                    .insert(name.map_or(ObjectRef::Other, ObjectRef::Routine));
+            }
             _ => {}
         }
     }
 
     fn grant(&mut self, g: &protobuf::GrantStmt) {
         let to = g.grantees.iter().filter_map(RoleRef::from_node);
-        if g.is_grant {
-            self.granted_to.extend(to);
-        } else {
+        if !g.is_grant {
             self.revoked_from.extend(to);
+            return;
+        }
+        self.granted_to.extend(to);
+        let all_in_schema = g.targtype == protobuf::GrantTargetType::AclTargetAllInSchema as i32;
+        for o in &g.objects {
+            self.granted_on.insert(match (&o.node, all_in_schema) {
+                (Some(NodeEnum::String(s)), true) => ObjectRef::AllInSchema(s.sval.to_lowercase()),
+                _ => object(g.objtype, o),
+            });
+        }
+        if g.objects.is_empty() {
+            self.granted_on.insert(ObjectRef::Other);
         }
     }
 }
@@ -166,6 +260,51 @@ fn definer(options: &[protobuf::Node]) -> bool {
     })
 }
 
+/// The objects managed roles own in one database (from the catalog, kept
+/// fresh by the enforcer), for [`Session::managed_may_own`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagedObjects {
+    /// `schema.name` and `name` of relations, lowercased.
+    relations: std::collections::HashSet<String>,
+    /// `schema.name` and `name` of functions and procedures, lowercased.
+    routines: std::collections::HashSet<String>,
+    /// Schemas managed roles own.
+    schemas: std::collections::HashSet<String>,
+    /// Schemas holding a relation or routine a managed role owns.
+    holding: std::collections::HashSet<String>,
+}
+
+impl ManagedObjects {
+    /// Adds an object: `kind` is `relation`, `routine` or `schema`.
+    pub fn add(&mut self, kind: &str, schema: &str, name: &str) {
+        let (schema, name) = (schema.to_lowercase(), name.to_lowercase());
+        let set = match kind {
+            "schema" => {
+                self.schemas.insert(name);
+                return;
+            }
+            "routine" => &mut self.routines,
+            _ => &mut self.relations,
+        };
+        set.insert(format!("{schema}.{name}"));
+        set.insert(name);
+        self.holding.insert(schema);
+    }
+
+    /// Whether a managed role may own `o` as written. An unqualified name may
+    /// resolve to any schema, so it matches a managed object of that name in
+    /// any schema.
+    pub fn may_own(&self, o: &ObjectRef) -> bool {
+        match o {
+            ObjectRef::Relation(n) => self.relations.contains(n),
+            ObjectRef::Routine(n) => self.routines.contains(n),
+            ObjectRef::Schema(n) => self.schemas.contains(n),
+            ObjectRef::AllInSchema(n) => self.holding.contains(n) || self.schemas.contains(n),
+            ObjectRef::Other => true,
+        }
+    }
+}
+
 /// What the guard knows about the session.
 pub struct Session<'a> {
     /// Whether a name is a role jitgate manages on this database.
@@ -174,6 +313,8 @@ pub struct Session<'a> {
     pub is_login_role: &'a dyn Fn(&str) -> bool,
     /// A managed role is in force for this session's user (an active grant).
     pub in_force: bool,
+    /// Whether a managed role may own this object (`Other`: assume so).
+    pub managed_may_own: &'a dyn Fn(&ObjectRef) -> bool,
 }
 
 /// Why a statement is refused whatever the rules (`None`: PostgreSQL decides).
@@ -224,27 +365,40 @@ pub fn guard(ops: &PrivilegeOps, s: &Session<'_>) -> Option<String> {
             r.name()
         ));
     }
-    if s.in_force {
-        let what = if !ops.granted_to.is_empty() || !ops.memberships.is_empty() {
-            Some("GRANT")
-        } else if ops.changes_owner {
-            Some("ownership changes")
-        } else if ops.security_definer {
-            Some("SECURITY DEFINER functions")
-        } else if ops.replaces_function {
-            Some("CREATE OR REPLACE of functions and procedures")
-        } else {
-            None
-        };
-        if let Some(what) = what {
-            return Some(format!(
-                "jitgate refuses {what} while a granted role is in force in this session: the \
-                 objects it reaches may be the managed role's, and what it hands out would \
-                 outlive the grant; run it once the grant has ended (jitgate relinquish)"
-            ));
-        }
+    if !s.in_force {
+        return None;
     }
-    None
+    if !ops.memberships.is_empty() {
+        return Some(
+            "jitgate refuses changing role memberships while a granted role is in force: an \
+             ADMIN option it lends would make the change outlive the grant; run it once the \
+             grant has ended (jitgate relinquish)"
+                .into(),
+        );
+    }
+    let managed_object =
+        |set: &BTreeSet<ObjectRef>| set.iter().find(|o| (s.managed_may_own)(o)).cloned();
+    let found = [
+        ("GRANT on", &ops.granted_on),
+        ("changing the owner of", &ops.owner_changed),
+        (
+            "replacing or making SECURITY DEFINER",
+            &ops.routines_changed,
+        ),
+    ]
+    .into_iter()
+    .find_map(|(what, set)| managed_object(set).map(|o| (what, o)));
+    let (what, object) = found?;
+    let name = match &object {
+        ObjectRef::Relation(n) | ObjectRef::Schema(n) | ObjectRef::Routine(n) => format!("\"{n}\""),
+        ObjectRef::AllInSchema(n) => format!("the objects of schema \"{n}\""),
+        ObjectRef::Other => "an object of a kind jitgate cannot place".into(),
+    };
+    Some(format!(
+        "jitgate refuses {what} {name} while a granted role is in force: a managed role owns \
+         (or may own) it, and what this hands out would outlive the grant; run it once the \
+         grant has ended (jitgate relinquish), or ask a database administrator"
+    ))
 }
 
 fn describe(r: &RoleRef, s: &Session<'_>) -> String {
@@ -264,17 +418,47 @@ mod tests {
         crate::classify::classify(sql).unwrap().privileges
     }
 
+    /// app_write owns schema app_schema and everything in it, and table `t`.
     fn verdict(sql: &str, in_force: bool) -> Option<String> {
         let is_managed = |n: &str| n == "app_write";
         let is_login_role = |n: &str| n.starts_with("jit_");
+        let managed_may_own = |o: &ObjectRef| match o {
+            ObjectRef::Relation(n) | ObjectRef::Routine(n) => {
+                n.starts_with("app_schema.") || n == "t" || n == "public.t" || n == "f"
+            }
+            ObjectRef::Schema(n) | ObjectRef::AllInSchema(n) => n == "app_schema",
+            ObjectRef::Other => true,
+        };
         guard(
             &ops(sql),
             &Session {
                 is_managed: &is_managed,
                 is_login_role: &is_login_role,
                 in_force,
+                managed_may_own: &managed_may_own,
             },
         )
+    }
+
+    #[test]
+    fn managed_objects_match_qualified_and_unqualified_names() {
+        let mut m = ManagedObjects::default();
+        m.add("relation", "W_Schema", "Kept");
+        m.add("routine", "public", "f");
+        m.add("schema", "", "w_schema");
+        for (o, owned) in [
+            (ObjectRef::Relation("w_schema.kept".into()), true),
+            (ObjectRef::Relation("kept".into()), true),
+            (ObjectRef::Relation("public.kept".into()), false),
+            (ObjectRef::Routine("f".into()), true),
+            (ObjectRef::Routine("other.f".into()), false),
+            (ObjectRef::Schema("w_schema".into()), true),
+            (ObjectRef::AllInSchema("public".into()), true),
+            (ObjectRef::AllInSchema("empty".into()), false),
+            (ObjectRef::Other, true),
+        ] {
+            assert_eq!(m.may_own(&o), owned, "{o:?}");
+        }
     }
 
     #[test]
@@ -321,18 +505,33 @@ mod tests {
     #[test]
     fn while_a_grant_is_in_force_nothing_is_handed_out() {
         for sql in [
-            "GRANT INSERT ON app_tables.t TO jit_alice",
+            "GRANT INSERT ON app_schema.x TO jit_alice",
+            "GRANT INSERT ON APP_SCHEMA.X TO jit_alice",
             "GRANT USAGE ON SCHEMA app_schema TO CURRENT_USER",
             "GRANT SELECT ON t TO PUBLIC",
-            "GRANT SELECT ON t TO somebody",
+            "GRANT SELECT ON mine, t TO somebody",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA app_schema TO somebody",
+            "GRANT EXECUTE ON FUNCTION app_schema.g(int) TO somebody",
+            "GRANT USAGE ON TYPE some_type TO somebody",
+            "GRANT app_read TO somebody",
             "ALTER TABLE t OWNER TO CURRENT_USER",
             "ALTER FUNCTION f() OWNER TO jit_alice",
-            "CREATE FUNCTION f() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'select 1'",
             "ALTER FUNCTION f() SECURITY DEFINER",
             "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'",
-            "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC",
+            "CREATE OR REPLACE PROCEDURE app_schema.p() LANGUAGE sql AS 'select 1'",
         ] {
             assert!(verdict(sql, true).is_some(), "{sql} passed while in force");
+        }
+        // The login role's own objects stay PostgreSQL's to judge.
+        for sql in [
+            "GRANT SELECT ON mine TO app_read",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO app_read",
+            "CREATE FUNCTION g() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'select 1'",
+            "CREATE OR REPLACE FUNCTION mine() RETURNS int LANGUAGE sql AS 'select 1'",
+            "ALTER TABLE mine OWNER TO app_read",
+            "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC",
+        ] {
+            assert_eq!(verdict(sql, true), None, "{sql}");
         }
     }
 
