@@ -13,99 +13,37 @@
 //! session (one fsync per statement) and with several (group commit: the
 //! sessions' records share fsyncs).
 
-use chrono::Utc;
-use config::Config;
-use pgcluster::{Cluster, Options};
-use policy::{Clock, Policy};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
+mod common;
+
+use common::percentile;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let per_session: usize = std::env::args().nth(1).map_or(2000, |a| a.parse().unwrap());
-    let cluster = tokio::task::spawn_blocking(|| Cluster::start(Options::default())).await??;
-    cluster.psql("postgres", "CREATE DATABASE app")?;
-    cluster.psql(
-        "app",
-        "CREATE ROLE app_read NOLOGIN; CREATE ROLE app_write NOLOGIN;
-         CREATE TABLE w (id int PRIMARY KEY, v int); CREATE TABLE s (id int PRIMARY KEY, v int);
-         INSERT INTO w SELECT i, 0 FROM generate_series(0, 99) i;
-         INSERT INTO s SELECT i, 0 FROM generate_series(0, 99) i;
-         GRANT USAGE ON SCHEMA public TO app_read, app_write;
-         GRANT SELECT, UPDATE ON s TO app_read; GRANT SELECT ON w TO app_read;
-         GRANT UPDATE ON w TO app_write;",
-    )?;
-    let dir = tempfile::tempdir_in(".")?;
     let users = 8;
-    let mut text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:9\"\nlogin_role_prefix = \"ab_\"\n\
-         shutdown_timeout = \"1s\"\n\
-         [[database]]\nname = \"app\"\nadmin_url = \"{}\"\nbaseline_roles = [\"app_read\"]\ntls = \"disable\"\n\
-         [[group]]\nname = \"engineers\"\n[[group]]\nname = \"leads\"\n\
-         [[user]]\nname = \"lead\"\npassword = \"pw\"\ngroups = [\"leads\"]\n\
-         [[role]]\nname = \"app_write\"\ndatabase = \"app\"\nrequesters = [\"engineers\"]\nmax_duration = \"1h\"\n\
-         chain = [{{ approvers = [\"leads\"], min = 1 }}]\n\
-         [[rule]]\ndatabase = \"app\"\nactions = [\"write\"]\nobjects = [\"public.w\"]\nrole = \"app_write\"\n",
-        cluster.url("app")
-    );
-    for i in 0..users {
-        text.push_str(&format!(
-            "[[user]]\nname = \"u{i}\"\npassword = \"pw\"\ngroups = [\"engineers\"]\n"
-        ));
-    }
-    let config = Arc::new(Config::from_toml(&text)?);
-    let policy = Arc::new(Policy::from_config(&config)?);
-    let store = store::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await?;
-    let changed = Arc::new(store::Changes::default());
-    let clock: Arc<dyn Clock> = Arc::new(policy::clock::SystemClock);
-    let runtime = enforcer::Runtime::start(
-        config.clone(),
-        policy.clone(),
-        store.clone(),
-        clock,
-        changed.clone(),
+    let b = common::start(
+        "CREATE TABLE w (id int PRIMARY KEY, v int); CREATE TABLE s (id int PRIMARY KEY, v int);
+             INSERT INTO w SELECT i, 0 FROM generate_series(0, 99) i;
+             INSERT INTO s SELECT i, 0 FROM generate_series(0, 99) i;
+             GRANT SELECT, UPDATE ON s TO app_read; GRANT SELECT ON w TO app_read;
+             GRANT UPDATE ON w TO app_write;",
+        "public.w",
+        (0..users).map(|i| format!("u{i}")),
+        "",
     )
     .await?;
-    let addr = runtime.gateway.local_addr();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(runtime.run(async {
-        let _ = stop_rx.await;
-    }));
+    let store = b.store.clone();
     for i in 0..users {
-        let (r, _) = store::service::file(
-            &*store,
-            &policy,
-            &format!("u{i}"),
-            "app_write",
-            "app",
-            "bench",
-            None,
-            None,
-            Utc::now(),
-        )
-        .await?;
-        store::service::decide(&*store, &policy, r.id, "lead", true, "", Utc::now()).await?;
-        changed.changed();
+        b.grant(&format!("u{i}"), None).await?;
     }
     println!("| sessions | statement | p50 | p99 | added p50 | added p99 |");
     println!("|---|---|---|---|---|---|");
     for sessions in [1, users] {
         let mut tasks = Vec::new();
         for i in 0..sessions {
-            let (client, conn) = tokio_postgres::connect(
-                &format!(
-                    "host=127.0.0.1 port={} dbname=app user=u{i} password=pw",
-                    addr.port()
-                ),
-                tokio_postgres::NoTls,
-            )
-            .await?;
-            tokio::spawn(conn);
+            let client = b.connect(&format!("u{i}")).await?;
             // Wait until the grant is applied.
             let deadline = Instant::now() + Duration::from_secs(10);
             while client
@@ -153,7 +91,6 @@ async fn main() -> anyhow::Result<()> {
         .filter(|r| r.event.kind == "statement.run")
         .count();
     println!("\n{runs} statement.run records written (every privileged statement).");
-    let _ = stop_tx.send(());
-    let _ = serving.await;
+    b.stop().await;
     Ok(())
 }

@@ -22,85 +22,35 @@
 //! database and the gateway's grant table included).
 
 use chrono::{SubsecRound, Utc};
-use config::Config;
-use pgcluster::{Cluster, Options};
-use policy::{Clock, Policy};
+
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
+mod common;
+
+use common::percentile;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args().nth(1).map_or(1000, |a| a.parse().unwrap());
     let k: usize = std::env::args().nth(2).map_or(50, |a| a.parse().unwrap());
-    let cluster = tokio::task::spawn_blocking(|| Cluster::start(Options::default())).await??;
-    cluster.psql("postgres", "CREATE DATABASE app")?;
-    cluster.psql(
-        "app",
-        "CREATE ROLE app_read NOLOGIN; CREATE ROLE app_write NOLOGIN;
-         CREATE TABLE t (id int PRIMARY KEY, v int);
-         INSERT INTO t SELECT i, 0 FROM generate_series(0, 9999) i;
-         GRANT USAGE ON SCHEMA public TO app_read, app_write;
-         GRANT SELECT ON t TO app_read; GRANT UPDATE ON t TO app_write;",
-    )?;
-    let dir = tempfile::tempdir()?;
-    let mut text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:9\"\nlogin_role_prefix = \"x_\"\n\
-         expiry_warning = \"1s\"\nshutdown_timeout = \"1s\"\n\
-         [[database]]\nname = \"app\"\nadmin_url = \"{}\"\nbaseline_roles = [\"app_read\"]\ntls = \"disable\"\n\
-         [[group]]\nname = \"engineers\"\n[[group]]\nname = \"leads\"\n\
-         [[user]]\nname = \"lead\"\npassword = \"pw\"\ngroups = [\"leads\"]\n\
-         [[role]]\nname = \"app_write\"\ndatabase = \"app\"\nrequesters = [\"engineers\"]\nmax_duration = \"1h\"\n\
-         chain = [{{ approvers = [\"leads\"], min = 1 }}]\n\
-         [[rule]]\ndatabase = \"app\"\nactions = [\"write\"]\nobjects = [\"public.*\"]\nrole = \"app_write\"\n",
-        cluster.url("app")
-    );
-    for i in 0..n {
-        text.push_str(&format!(
-            "[[user]]\nname = \"u{i}\"\npassword = \"pw\"\ngroups = [\"engineers\"]\n"
-        ));
-    }
-    for i in 0..k {
-        text.push_str(&format!(
-            "[[user]]\nname = \"a{i}\"\npassword = \"pw\"\ngroups = [\"engineers\"]\n"
-        ));
-    }
-    let config = Arc::new(Config::from_toml(&text)?);
-    let policy = Arc::new(Policy::from_config(&config)?);
-    let store = store::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await?;
-    let changed = Arc::new(store::Changes::default());
-    let clock: Arc<dyn Clock> = Arc::new(policy::clock::SystemClock);
-    let runtime = enforcer::Runtime::start(
-        config.clone(),
-        policy.clone(),
-        store.clone(),
-        clock,
-        changed.clone(),
+    let b = common::start(
+        "CREATE TABLE t (id int PRIMARY KEY, v int);
+             INSERT INTO t SELECT i, 0 FROM generate_series(0, 9999) i;
+             GRANT SELECT ON t TO app_read; GRANT UPDATE ON t TO app_write;",
+        "public.*",
+        (0..n)
+            .map(|i| format!("u{i}"))
+            .chain((0..k).map(|i| format!("a{i}"))),
+        "expiry_warning = \"1s\"",
     )
     .await?;
-    let addr = runtime.gateway.local_addr();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(runtime.run(async {
-        let _ = stop_rx.await;
-    }));
+    let store = b.store.clone();
 
     // Approval -> next statement allowed.
     let mut approval = Vec::new();
     for i in 0..k {
-        let (client, conn) = tokio_postgres::connect(
-            &format!(
-                "host=127.0.0.1 port={} dbname=app user=a{i} password=pw",
-                addr.port()
-            ),
-            tokio_postgres::NoTls,
-        )
-        .await?;
-        tokio::spawn(conn);
+        let client = b.connect(&format!("a{i}")).await?;
         let sql = format!("UPDATE t SET v = 1 WHERE id = {}", 5000 + i);
         anyhow::ensure!(
             client.batch_execute(&sql).await.is_err(),
@@ -114,8 +64,7 @@ async fn main() -> anyhow::Result<()> {
             .await?[0]
             .id;
         let start = std::time::Instant::now();
-        store::service::decide(&*store, &policy, id, "lead", true, "", Utc::now()).await?;
-        changed.changed(); // what the HTTP API does after a decision
+        b.approve(id).await?;
         while let Err(e) = client.batch_execute(&sql).await {
             anyhow::ensure!(
                 start.elapsed() < Duration::from_secs(10),
@@ -134,31 +83,16 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..n {
         let now = Utc::now();
         let secs = (target - now).num_milliseconds().div_euclid(1000) + 1;
-        let user = format!("u{i}");
-        let (r, _) = store::service::file(
-            &*store,
-            &policy,
-            &user,
-            "app_write",
-            "app",
-            "bench",
-            Some(chrono::Duration::seconds(secs)),
-            None,
-            now,
-        )
-        .await?;
-        let (_, g) =
-            store::service::decide(&*store, &policy, r.id, "lead", true, "", Utc::now()).await?;
-        let g = g.unwrap();
+        let g = b.grant(&format!("u{i}"), Some(secs)).await?;
         by_grant.insert(format!("grant:{}", g.id), g.expires_at);
-        expires.insert(format!("x_{user}"), g.expires_at);
-        changed.changed();
+        expires.insert(format!("x_u{i}"), g.expires_at);
     }
     let spread =
         expires.values().max().unwrap().timestamp() - expires.values().min().unwrap().timestamp();
     eprintln!("grants end within {spread} s of each other");
 
-    let (admin, conn) = tokio_postgres::connect(&cluster.url("app"), tokio_postgres::NoTls).await?;
+    let (admin, conn) =
+        tokio_postgres::connect(&b.cluster.url("app"), tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     let members = async || -> anyhow::Result<Vec<String>> {
         Ok(admin
@@ -183,15 +117,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut writers = Vec::new();
     for i in 0..k.min(n) {
-        let (client, conn) = tokio_postgres::connect(
-            &format!(
-                "host=127.0.0.1 port={} dbname=app user=u{i} password=pw",
-                addr.port()
-            ),
-            tokio_postgres::NoTls,
-        )
-        .await?;
-        tokio::spawn(conn);
+        let client = b.connect(&format!("u{i}")).await?;
         let ends = expires[&format!("x_u{i}")];
         writers.push(tokio::spawn(async move {
             loop {
@@ -275,7 +201,6 @@ async fn main() -> anyhow::Result<()> {
     if negative > 0 {
         println!("(!) {negative} memberships were seen gone before their grant ended");
     }
-    let _ = stop_tx.send(());
-    let _ = serving.await;
+    b.stop().await;
     Ok(())
 }

@@ -142,6 +142,30 @@ role = "app_write"
     fn cli(&self, args: &[&str], user: &str) -> std::process::Output {
         cli(self.api_port, args, user)
     }
+
+    /// Alice requests app_write (`extra` arguments), bob approves request 1,
+    /// and the membership is in the database.
+    fn grant_alice(&self, prefix: &str, extra: &[&str]) {
+        let mut args = vec!["request", "app_write", "--db", "app", "--reason", "r"];
+        args.extend_from_slice(extra);
+        let o = self.cli(&args, "alice");
+        assert!(o.status.success(), "{}", out(&o));
+        let o = self.cli(&["approve", "1"], "bob");
+        assert!(o.status.success(), "{}", out(&o));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !member(&format!("{prefix}alice")) {
+            assert!(Instant::now() < deadline, "never granted");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `audit verify --checkpoint FILE --public-key KEY` as carol.
+    fn verify_checkpoint(&self, file: &str, key: &str) -> std::process::Output {
+        self.cli(
+            &["audit", "verify", "--checkpoint", file, "--public-key", key],
+            "carol",
+        )
+    }
 }
 
 fn member(login_role: &str) -> bool {
@@ -239,27 +263,7 @@ fn story_in_hold_mode() {
 #[test]
 fn killed_gateway_leaves_no_role_behind_after_restart() {
     let mut s = Serve::start("k_", "", "2s");
-    let o = s.cli(
-        &[
-            "request",
-            "app_write",
-            "--db",
-            "app",
-            "--reason",
-            "r",
-            "--for",
-            "2s",
-        ],
-        "alice",
-    );
-    assert!(o.status.success(), "{}", out(&o));
-    let o = s.cli(&["approve", "1"], "bob");
-    assert!(o.status.success(), "{}", out(&o));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !member("k_alice") {
-        assert!(Instant::now() < deadline, "never granted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.grant_alice("k_", &["--for", "2s"]);
     s.kill_9();
     std::thread::sleep(Duration::from_secs(3));
     assert!(
@@ -291,18 +295,7 @@ fn marks_in_server_log() -> std::collections::BTreeSet<i64> {
 #[test]
 fn killed_gateway_loses_no_record_of_a_privileged_statement() {
     let mut s = Serve::start("wal_", "", "10m");
-    let o = s.cli(
-        &["request", "app_write", "--db", "app", "--reason", "r"],
-        "alice",
-    );
-    assert!(o.status.success(), "{}", out(&o));
-    let o = s.cli(&["approve", "1"], "bob");
-    assert!(o.status.success(), "{}", out(&o));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !member("wal_alice") {
-        assert!(Instant::now() < deadline, "never granted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.grant_alice("wal_", &[]);
     // Four sessions write as fast as they can; the gateway dies mid-stream.
     let port = s.port;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -422,17 +415,7 @@ fn signed_checkpoints_catch_a_cut_tail() {
     let file = s._dir.path().join("checkpoint.json");
     std::fs::write(&file, checkpoint.to_string()).unwrap();
     let file = file.to_str().unwrap();
-    let o = s.cli(
-        &[
-            "audit",
-            "verify",
-            "--checkpoint",
-            file,
-            "--public-key",
-            &public,
-        ],
-        "carol",
-    );
+    let o = s.verify_checkpoint(file, &public);
     assert!(o.status.success(), "{}", out(&o));
     assert!(out(&o).contains("checkpoint ok"), "{}", out(&o));
     // The checkpoint's JSON works inline too; another key is refused.
@@ -440,17 +423,7 @@ fn signed_checkpoints_catch_a_cut_tail() {
     let o = s.cli(&["audit", "verify", "--checkpoint", &detail], "carol");
     assert!(o.status.success(), "{}", out(&o));
     let other = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-    let o = s.cli(
-        &[
-            "audit",
-            "verify",
-            "--checkpoint",
-            file,
-            "--public-key",
-            other,
-        ],
-        "carol",
-    );
+    let o = s.verify_checkpoint(file, other);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
 
     // Someone with write access to the store cuts the tail: the chain that
@@ -465,17 +438,7 @@ fn signed_checkpoints_catch_a_cut_tail() {
         "a cut tail leaves a valid chain: {}",
         out(&o)
     );
-    let o = s.cli(
-        &[
-            "audit",
-            "verify",
-            "--checkpoint",
-            file,
-            "--public-key",
-            &public,
-        ],
-        "carol",
-    );
+    let o = s.verify_checkpoint(file, &public);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     let said = out(&o);
     assert!(
