@@ -371,7 +371,12 @@ impl StatementHook for PolicyHook {
         let action = match &*classified {
             Ok(a) => a,
             Err(e) => {
-                let text = statement_text(statement, None);
+                let mut text = statement_text(statement, None);
+                // Unreadable, so literals cannot be told apart: a text that
+                // may carry a password is not recorded.
+                if text.to_ascii_lowercase().contains("password") {
+                    text = "<unreadable statement mentioning a password: not recorded>".into();
+                }
                 let err = st.refusal(format!(
                     "jitgate refuses statements its parser cannot read ({e})"
                 ));
