@@ -270,3 +270,44 @@ pub async fn managed_objects(
     }
     Ok(m)
 }
+
+/// Defaults for every role (`ALTER DATABASE d SET role = ...`, `ALTER ROLE
+/// ALL SET ...`) of `role` or `session_authorization`: they would make
+/// `RESET ROLE` or `RESET ALL` land on another identity. Returns (database
+/// or `None` for all, setting name).
+pub async fn identity_defaults(
+    admin: &Admin,
+) -> Result<Vec<(Option<String>, String)>, ProvisionError> {
+    let rows = admin
+        .with_client(async |c| {
+            Ok(c.query(
+                "SELECT d.datname::text, split_part(cfg, '=', 1) FROM pg_db_role_setting s \
+                 LEFT JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) cfg \
+                 WHERE s.setrole = 0 \
+                 AND lower(split_part(cfg, '=', 1)) IN ('role', 'session_authorization')",
+                &[],
+            )
+            .await?)
+        })
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// `ALTER DATABASE d RESET name`, or `ALTER ROLE ALL RESET name`.
+pub async fn reset_identity_default(
+    admin: &Admin,
+    database: Option<&str>,
+    name: &str,
+) -> Result<(), ProvisionError> {
+    let sql = match database {
+        Some(d) => format!(
+            "ALTER DATABASE {} RESET {}",
+            quote_ident(d),
+            quote_ident(name)
+        ),
+        None => format!("ALTER ROLE ALL RESET {}", quote_ident(name)),
+    };
+    admin
+        .with_client(async |c| Ok(c.batch_execute(&sql).await?))
+        .await
+}

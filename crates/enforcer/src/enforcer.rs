@@ -545,6 +545,25 @@ impl Enforcer {
             let found = database::login_role_settings(&runtime.admin, &prefix)
                 .await
                 .map_err(err)?;
+            for (in_db, name) in database::identity_defaults(&runtime.admin)
+                .await
+                .map_err(err)?
+            {
+                let action =
+                    match database::reset_identity_default(&runtime.admin, in_db.as_deref(), &name)
+                        .await
+                    {
+                        Ok(()) => "reset".to_string(),
+                        Err(e) => format!("reset failed: {e}"),
+                    };
+                tracing::warn!(setting = %name, database = ?in_db, %action, "a default for every role sets the identity");
+                self.drift(
+                    now,
+                    format!("setting:{name}"),
+                    json!({"database": db.name, "drift": "identity_default", "setting": name,
+                           "in_database": in_db, "action": action}),
+                );
+            }
             for (login_role, in_db) in found {
                 let action =
                     match database::reset_settings(&runtime.admin, &login_role, in_db.as_deref())

@@ -6,14 +6,17 @@
 //! becomes a deferred answer ([`Check::Wait`]): filing its request in the
 //! store, and in `hold` mode waiting for the decision (see [`crate::filing`]).
 //!
-//! Fail closed: text the parser cannot read, identity changes, `deny` rules,
-//! and calls no rule names are refused here, before the database sees them.
+//! Fail closed: text the parser cannot read, identity changes, `deny` rules
+//! and the privilege guard's refusals happen here, before the database sees
+//! them. A statement whose effect the gateway cannot see counts as touching
+//! whatever the rules cover (`policy::rules`); what no rule reserves goes to
+//! PostgreSQL, which decides.
 
 use crate::audit::{AuditSink, StatementRecord};
 use crate::cache::{Cache, Classified};
 use crate::grants::GrantTable;
 use config::Config;
-use policy::classify::{classify, Action, ActionKind, PreparedOp};
+use policy::classify::{classify, Action, PreparedOp};
 use policy::privilege::ManagedObjects;
 use policy::rules::{Rules, Verdict as RuleVerdict};
 use policy::{Clock, Policy, Time};
@@ -106,7 +109,7 @@ impl HookState {
                 }
                 // Only statements that call functions need the built-ins.
                 let Ok(a) = &*c else { return c };
-                if a.functions.is_empty() || a.kind >= ActionKind::Call {
+                if a.functions.is_empty() || a.opaque {
                     return c;
                 }
                 let builtins = self.builtins(database);

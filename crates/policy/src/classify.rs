@@ -59,7 +59,8 @@ pub struct Action {
     pub kind: ActionKind,
     /// Tables written to or read from, as written.
     pub objects: BTreeSet<String>,
-    /// Functions called, as written.
+    /// Functions called, as written (functions a statement creates, alters
+    /// or drops are among its objects).
     pub functions: BTreeSet<String>,
     /// Could change who the session is: always refused.
     pub identity_change: bool,
@@ -75,6 +76,10 @@ pub struct Action {
     pub prepared: Option<PreparedOp>,
     /// Role and privilege management (judged by [`crate::privilege::guard`]).
     pub privileges: PrivilegeOps,
+    /// Runs code the gateway cannot see into: a function that is not built
+    /// in, `DO`, `CALL`, `EXECUTE` of a prepared statement, a statement the
+    /// classifier does not know (see `rules.rs`).
+    pub opaque: bool,
 }
 
 /// `PREPARE`, `EXECUTE`, `DEALLOCATE` (and `DISCARD ALL`), by name.
@@ -98,6 +103,7 @@ impl Action {
             owners: BTreeSet::new(),
             prepared: None,
             privileges: PrivilegeOps::default(),
+            opaque: matches!(kind, ActionKind::Call | ActionKind::Unknown),
         }
     }
 
@@ -107,6 +113,7 @@ impl Action {
     pub fn function_call(name: Option<&str>) -> Action {
         let mut a = Action::empty(ActionKind::Call);
         if let Some(name) = name {
+            a.opaque = false;
             a.kind = if is_admin_function(name) {
                 ActionKind::Admin
             } else {
@@ -129,13 +136,14 @@ impl Action {
         })
     }
 
-    /// Raises the kind to `call` if a function is called that `is_builtin`
-    /// does not know: a function no rule names is a call, which needs a rule
-    /// (it may run anything its owner wrote). Names qualified with a schema
-    /// other than `pg_catalog` are never built in.
+    /// Marks the statement opaque and raises its kind to `call` if a function
+    /// is called that `is_builtin` does not know (it may run anything its
+    /// owner wrote). Names qualified with a schema other than `pg_catalog` are
+    /// never built in.
     pub fn with_calls(mut self, is_builtin: impl Fn(&str) -> bool) -> Action {
         if self.calls_user_function(is_builtin) {
             self.kind = self.kind.max(ActionKind::Call);
+            self.opaque = true;
         }
         self
     }
@@ -190,10 +198,12 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
     let mut identity_change = false;
     let mut holdable_cursor = false;
     let mut sets_reason = None;
+    let mut opaque = false;
     for raw in &parsed.protobuf.stmts {
         let node = raw.stmt.as_ref().and_then(|s| s.node.as_ref());
         let (k, id) = statement_kind(node);
         kind = kind.max(k);
+        opaque |= matches!(k, ActionKind::Call | ActionKind::Unknown);
         identity_change |= id;
         match node {
             // CURSOR_OPT_HOLD = 0x20 (PostgreSQL's parsenodes.h).
@@ -210,8 +220,14 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
             _ => {}
         }
     }
-    let mut functions: BTreeSet<String> = parsed.functions.iter().map(|(f, _)| f.clone()).collect();
+    // Functions called; those created, altered or dropped are objects.
+    let (called, defined): (Vec<_>, Vec<_>) = parsed
+        .functions
+        .iter()
+        .partition(|(_, c)| *c == pg_query::Context::Call);
+    let mut functions: BTreeSet<String> = called.into_iter().map(|(f, _)| f.clone()).collect();
     let mut objects: BTreeSet<String> = parsed.tables.iter().map(|(t, _)| t.clone()).collect();
+    objects.extend(defined.into_iter().map(|(f, _)| f.clone()));
     let mut owners = BTreeSet::new();
     let mut privileges = PrivilegeOps::default();
     for (node, _, _, _) in parsed.protobuf.nodes() {
@@ -238,6 +254,7 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
             owners.extend(inner.owners);
             identity_change |= inner.identity_change;
             holdable_cursor |= inner.holdable_cursor;
+            opaque |= inner.opaque;
         }
     }
     if functions.iter().any(|f| is_admin_function(f)) {
@@ -255,6 +272,7 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         sets_reason,
         owners,
         privileges,
+        opaque: matches!(kind, ActionKind::Call | ActionKind::Unknown) || opaque,
         prepared: match parsed.protobuf.stmts.as_slice() {
             [one] => prepared_op(one.stmt.as_ref().and_then(|s| s.node.as_ref())),
             _ => None,
@@ -413,6 +431,29 @@ fn sets_identity(call: &pg_query::protobuf::FuncCall) -> bool {
     }
 }
 
+/// `SET ROLE r`, `SET SESSION AUTHORIZATION r` and the like. The forms that
+/// return to the login role pass: `RESET ROLE`, `SET ROLE NONE`, `RESET
+/// SESSION AUTHORIZATION`, `SET SESSION AUTHORIZATION DEFAULT`, `RESET ALL`
+/// (the defaults they return to are the login role's own: the gateway refuses
+/// identity startup parameters, and its reconciler removes role defaults that
+/// set `role` or `session_authorization`).
+fn changes_identity(v: &pg_query::protobuf::VariableSetStmt) -> bool {
+    use pg_query::protobuf::VariableSetKind as K;
+    if !is_identity_setting(&v.name) {
+        return false;
+    }
+    match K::try_from(v.kind) {
+        Ok(K::VarReset | K::VarResetAll | K::VarSetDefault) => false,
+        Ok(K::VarSetValue) if v.name.eq_ignore_ascii_case("role") => {
+            // `SET ROLE NONE` (also `TO 'none'`) is the login role itself.
+            !matches!(v.args.as_slice(), [one] if matches!(&one.node,
+                Some(NodeEnum::AConst(c)) if matches!(&c.val,
+                    Some(Val::Sval(s)) if s.sval.eq_ignore_ascii_case("none"))))
+        }
+        _ => true,
+    }
+}
+
 fn is_identity_setting(name: &str) -> bool {
     let n = name.trim().to_ascii_lowercase();
     n == "role" || n == "session_authorization"
@@ -485,11 +526,7 @@ fn statement_kind(node: Option<&NodeEnum>) -> (ActionKind, bool) {
         NodeEnum::FetchStmt(_) | NodeEnum::ClosePortalStmt(_) | NodeEnum::VariableShowStmt(_) => {
             (Read, false)
         }
-        NodeEnum::VariableSetStmt(v) => {
-            // kind 5 = VAR_RESET_ALL: resets role and session_authorization too.
-            let reset_all = v.kind == pg_query::protobuf::VariableSetKind::VarResetAll as i32;
-            (Session, reset_all || is_identity_setting(&v.name))
-        }
+        NodeEnum::VariableSetStmt(v) => (Session, changes_identity(v)),
         NodeEnum::DiscardStmt(_)
         | NodeEnum::ListenStmt(_)
         | NodeEnum::UnlistenStmt(_)

@@ -21,6 +21,7 @@ pub mod model;
 pub mod privilege;
 pub mod request;
 pub mod rules;
+pub mod syntax;
 pub mod throttle;
 
 pub use clock::{Clock, Time};

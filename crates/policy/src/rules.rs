@@ -10,9 +10,16 @@
 //!   matches a pattern of every schema. Changing search_path cannot dodge a rule.
 //!
 //! Among matching rules, `deny` beats `approve_each`, which beats roles; every
-//! role a matching rule requires must be held. With no matching rule: `admin`,
-//! `call` and `unknown` are refused (they need a rule), anything else goes to
-//! the database, which still enforces the login role's own privileges.
+//! role a matching rule requires must be held. With no matching rule the
+//! statement goes to the database, which enforces the login role's own
+//! privileges (the enforcement model: the database is the boundary).
+//!
+//! A statement whose effect the gateway cannot see — a call of a function that
+//! is not built in, `DO`, `CALL`, `EXECUTE` of an unknown prepared statement,
+//! a statement the classifier does not know (kinds `call` and `unknown`) — is
+//! *opaque*: unless a rule names it (a `call` rule on that function, an
+//! `unknown` rule), it counts as touching every object every rule of the
+//! database covers. With no rules at all it goes to the database.
 
 use crate::classify::{Action, ActionKind};
 use config::Config;
@@ -117,7 +124,7 @@ impl Rules {
         database: &'a str,
         action: &'a Action,
     ) -> impl Iterator<Item = &'a Rule> + 'a {
-        self.rules.iter().filter(move |r| {
+        let names = move |r: &Rule| {
             r.database == database
                 && r.actions.contains(&action.kind)
                 && (r.objects.is_empty()
@@ -128,6 +135,15 @@ impl Rules {
                             .chain(&action.functions)
                             .any(|o| object_matches(p, o))
                     }))
+        };
+        // Opaque and named by no rule: it may touch anything any rule covers.
+        let everything = is_opaque(action) && !self.rules.iter().any(names);
+        self.rules.iter().filter(move |r| {
+            if everything {
+                r.database == database
+            } else {
+                names(r)
+            }
         })
     }
 
@@ -155,11 +171,20 @@ impl Rules {
                 "the statement could change the session's identity (SET ROLE and the like)".into(),
             );
         }
+        let opaque = is_opaque(action);
         let mut approve_each: Option<&String> = None;
         let mut missing: Option<&String> = None;
-        let mut needs_any = false;
         for r in self.matching(database, action) {
             match &r.outcome {
+                Outcome::Deny if opaque => {
+                    return Verdict::Deny(format!(
+                        "{} statements run code the gateway cannot see into, so they count as \
+                         touching every object the rules cover, and a rule denies some of them; \
+                         a rule naming this function (actions = [\"{}\"]) can allow it",
+                        action.kind.as_str(),
+                        action.kind.as_str()
+                    ))
+                }
                 Outcome::Deny => {
                     return Verdict::Deny(format!(
                         "{} statements on these objects are denied by policy",
@@ -168,7 +193,6 @@ impl Rules {
                 }
                 Outcome::ApproveEach(role) => approve_each = approve_each.or(Some(role)),
                 Outcome::Role(role) => {
-                    needs_any = true;
                     if missing.is_none() && !active_roles.contains(role) {
                         missing = Some(role);
                     }
@@ -181,17 +205,11 @@ impl Rules {
         if let Some(role) = missing {
             return Verdict::NeedsRole(role.clone());
         }
-        if !needs_any
-            && matches!(
-                action.kind,
-                ActionKind::Admin | ActionKind::Call | ActionKind::Unknown
-            )
-        {
-            return Verdict::Deny(format!(
-                "{} statements need a rule that allows them, and none does",
-                action.kind.as_str()
-            ));
-        }
         Verdict::Allow
     }
+}
+
+/// Whether the gateway cannot see what `action` does (see the module doc).
+fn is_opaque(action: &Action) -> bool {
+    action.opaque || matches!(action.kind, ActionKind::Call | ActionKind::Unknown)
 }

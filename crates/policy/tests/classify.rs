@@ -102,9 +102,8 @@ fn identity_changes_in_any_spelling() {
         "set role postgres",
         "SET LOCAL ROLE postgres",
         "SET SESSION ROLE postgres",
-        "RESET ROLE",
-        "RESET ALL",
         "SET SESSION AUTHORIZATION postgres",
+        "SET ROLE 'none2'",
         "SET session_authorization = 'postgres'",
         "SET \"role\" TO postgres",
         "SELECT set_config('role', 'postgres', false)",
@@ -117,11 +116,20 @@ fn identity_changes_in_any_spelling() {
         let a = classify(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
         assert!(a.identity_change, "{sql}");
     }
-    assert!(
-        !classify("SELECT set_config('search_path', 'x', false)")
-            .unwrap()
-            .identity_change
-    );
+    // Back to the login role: these pass.
+    for sql in [
+        "SELECT set_config('search_path', 'x', false)",
+        "RESET ROLE",
+        "SET ROLE NONE",
+        "set role to 'none'",
+        "RESET ALL",
+        "RESET SESSION AUTHORIZATION",
+        "SET SESSION AUTHORIZATION DEFAULT",
+        "DISCARD ALL",
+    ] {
+        let a = classify(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(!a.identity_change, "{sql}");
+    }
 }
 
 #[test]

@@ -111,3 +111,78 @@ fn verdicts() {
     );
     assert_eq!(decide("BEGIN", &[]), Verdict::Allow);
 }
+
+#[test]
+fn opaque_statements_touch_what_the_rules_cover_and_nothing_without_rules() {
+    use ActionKind::*;
+    let none = BTreeSet::new();
+    let held: BTreeSet<String> = ["app_write".to_string()].into();
+    let verdict = |rules: &Rules, sql: &str, roles: &BTreeSet<String>| {
+        let builtin = |f: &str| f.starts_with("pg_");
+        rules.decide("app", &classify(sql).unwrap().with_calls(builtin), roles)
+    };
+    // No rules at all: the database decides everything.
+    let empty = Rules::new(vec![]);
+    for sql in [
+        "SELECT bump(1)",
+        "DO $$ BEGIN RAISE NOTICE 'hi'; END $$",
+        "CALL do_things()",
+        "EXECUTE some_prepared_statement",
+        "SELECT pg_terminate_backend(42)",
+        "SELECT pg_read_file('/etc/passwd')",
+    ] {
+        assert_eq!(verdict(&empty, sql, &none), Verdict::Allow, "{sql}");
+    }
+    // A rule reserves writes: a call may write, so it needs that role.
+    let writes = Rules::new(vec![rule(
+        &[Write],
+        &["public.orders"],
+        Outcome::Role("app_write".into()),
+    )]);
+    assert_eq!(
+        verdict(&writes, "SELECT bump(1)", &none),
+        Verdict::NeedsRole("app_write".into())
+    );
+    assert_eq!(verdict(&writes, "SELECT bump(1)", &held), Verdict::Allow);
+    assert_eq!(
+        verdict(&writes, "DO $$ BEGIN PERFORM 1; END $$", &none),
+        Verdict::NeedsRole("app_write".into())
+    );
+    // Built-in admin functions touch no object: the database decides.
+    assert_eq!(
+        verdict(&writes, "SELECT pg_terminate_backend(42)", &none),
+        Verdict::Allow
+    );
+    // A rule naming the function decides for it alone.
+    let named = Rules::new(vec![
+        rule(
+            &[Write],
+            &["public.orders"],
+            Outcome::Role("app_write".into()),
+        ),
+        rule(&[Call], &["public.bump"], Outcome::Role("other".into())),
+    ]);
+    assert_eq!(
+        verdict(&named, "SELECT public.bump(1)", &held),
+        Verdict::NeedsRole("other".into())
+    );
+}
+
+#[test]
+fn a_user_function_beside_an_admin_call_stays_opaque() {
+    use ActionKind::*;
+    let writes = Rules::new(vec![rule(
+        &[Write],
+        &["public.orders"],
+        Outcome::Role("app_write".into()),
+    )]);
+    let a = classify("SELECT pg_terminate_backend(42), bump(1)")
+        .unwrap()
+        .with_calls(|f| f == "pg_terminate_backend");
+    assert_eq!(a.kind, Admin);
+    assert!(a.opaque);
+    assert_eq!(
+        writes.decide("app", &a, &BTreeSet::new()),
+        Verdict::NeedsRole("app_write".into())
+    );
+}

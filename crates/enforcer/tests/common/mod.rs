@@ -135,6 +135,13 @@ role = "app_write"
     )
 }
 
+/// [`config_text`] without any `[[rule]]`: the database decides everything.
+pub fn config_without_rules(extra_gateway: &str) -> String {
+    let text = config_text(extra_gateway);
+    let cut = text.find("[[rule]]").expect("the test config has rules");
+    text[..cut].to_string()
+}
+
 pub struct Jitgate {
     pub addr: SocketAddr,
     pub prefix: String,

@@ -1,0 +1,138 @@
+//! Transparent for ordinary work: with no rule reserving anything, statements
+//! reach PostgreSQL unchanged and get PostgreSQL's own answer; with rules, a
+//! statement whose effect the gateway cannot see counts as touching what the
+//! rules cover.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[tokio::test]
+async fn without_rules_functions_do_blocks_and_signals_reach_the_database() {
+    let j = Jitgate::start_text(&config_without_rules(""), None).await;
+    let (alice, mut notices) = j.connect("alice").await;
+    let (sibling, _) = j.connect("alice").await;
+    // A user function, a DO block that only raises a notice, CALL-like work.
+    let v: i32 = alice
+        .query_one("SELECT bump(41)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 42);
+    alice
+        .batch_execute("DO $$ BEGIN RAISE NOTICE 'hello from DO'; END $$")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), notices.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, "hello from DO");
+    // Terminating a sibling backend of the same role: PostgreSQL allows it.
+    let pid: i32 = sibling
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let done: bool = alice
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(done);
+    assert!(
+        j.until(Duration::from_secs(5), || sibling.is_closed())
+            .await
+    );
+    // The database still enforces the login role's own privileges.
+    let e = alice
+        .batch_execute("DELETE FROM orders WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(message(&e).contains("permission denied"), "{e}");
+    assert!(j.pending().await.is_empty());
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn with_rules_an_unseen_call_needs_the_roles_the_rules_require() {
+    // The write rule alone: a user function may write, so it needs app_write.
+    let text = config_text("");
+    let rules_start = text.find("[[rule]]").unwrap();
+    let write_rule_end = text[rules_start..].find("\n\n").unwrap() + rules_start;
+    let j = Jitgate::start_text(&text[..write_rule_end], None).await;
+    let (alice, _) = j.connect("alice").await;
+    alice
+        .batch_execute("SET jitgate.reason = 'bump'")
+        .await
+        .unwrap();
+    let e = alice.query_one("SELECT bump(1)", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(message(&e).contains("needs role \"app_write\""), "{e}");
+    assert_eq!(j.pending().await.len(), 1, "a request was filed");
+    // A built-in admin function touches no object: PostgreSQL decides.
+    let ok: bool = alice
+        .query_one("SELECT pg_cancel_backend(pg_backend_pid() + 1000000)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!ok);
+    j.stop().await;
+}
+
+#[tokio::test]
+async fn returning_to_the_login_role_passes_and_identity_defaults_are_removed() {
+    let j = Jitgate::start_text(&config_without_rules("reconcile_interval = \"1s\""), None).await;
+    let (alice, _) = j.connect("alice").await;
+    let me = j.login_role("alice");
+    for sql in [
+        "RESET ROLE",
+        "SET ROLE NONE",
+        "RESET ALL",
+        "RESET SESSION AUTHORIZATION",
+        "SET SESSION AUTHORIZATION DEFAULT",
+        "DISCARD ALL",
+    ] {
+        alice
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let who: String = alice
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(who, me, "{sql}");
+    }
+    let e = alice.batch_execute("SET ROLE app_read").await.unwrap_err();
+    assert!(message(&e).starts_with("jitgate"), "{e}");
+    // A default for every role that sets the identity would make RESET ROLE
+    // land elsewhere: the reconciler removes it.
+    cluster()
+        .psql("postgres", "CREATE DATABASE idtest")
+        .unwrap();
+    cluster()
+        .psql("postgres", "ALTER DATABASE idtest SET role = 'app_read'")
+        .unwrap();
+    let left = || {
+        cluster()
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d \
+                 ON d.oid = s.setdatabase WHERE d.datname = 'idtest'",
+            )
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(left(), "1");
+    assert!(j.until(Duration::from_secs(5), || left() == "0").await);
+    assert!(j
+        .audit_kinds()
+        .await
+        .iter()
+        .any(|(k, _, d)| k == "alert.drift" && d["drift"] == "identity_default"));
+    j.stop().await;
+}
