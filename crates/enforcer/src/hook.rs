@@ -373,6 +373,14 @@ impl StatementHook for PolicyHook {
         let classified = st.classify(&session.database, statement);
         let action = match &*classified {
             Ok(a) => a,
+            // PostgreSQL's own answer, without the text reaching it.
+            Err(e) if e.syntax.is_some() => {
+                let syntax = e.syntax.as_ref().expect("checked");
+                return Check::Refuse(
+                    ErrorFields::error("42601", syntax.message.clone())
+                        .with_position(syntax.position),
+                );
+            }
             Err(e) => {
                 let mut text = statement_text(statement, None);
                 // Unreadable, so literals cannot be told apart: a text that

@@ -101,7 +101,6 @@ async fn identity_changes_unreadable_text_denied_objects_and_unnamed_calls_are_r
         "SELECT set_config('role', 'app_write', false)",
         "SELECT pg_catalog.SET_CONFIG('ROLE', 'app_write', true)",
         "SELECT set_config(lower('ROLE'), 'app_write', false)",
-        "SELEC 1",
         "INSERT INTO audit_trail VALUES (1)",
         "DO $$ BEGIN DELETE FROM orders; END $$",
         "SELECT bump(1)",

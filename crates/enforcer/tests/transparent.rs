@@ -136,3 +136,62 @@ async fn returning_to_the_login_role_passes_and_identity_defaults_are_removed() 
         .any(|(k, _, d)| k == "alert.drift" && d["drift"] == "identity_default"));
     j.stop().await;
 }
+
+#[tokio::test]
+async fn syntax_errors_are_postgresqls_own() {
+    let j = Jitgate::start("").await;
+    let (alice, _) = j.connect("alice").await;
+    let (direct, conn) = tokio_postgres::connect(&cluster().url("app"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let answer = |e: tokio_postgres::Error| {
+        let db = e.as_db_error().expect("a server error").clone();
+        let position = match db.position() {
+            Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(*p),
+            _ => None,
+        };
+        (
+            db.code().code().to_string(),
+            db.message().to_string(),
+            position,
+        )
+    };
+    for sql in [
+        "SELEC 1",
+        "SELECT 1 FROM FROM orders",
+        "SELECT (",
+        "SELECT 'é', 'ü' FROM FROM orders",
+        "select 'unterminated",
+        "SELECT 1; SELECT 2 FROM FROM orders",
+        "UPDATE orders SET WHERE id = 1",
+    ] {
+        let want = answer(direct.batch_execute(sql).await.unwrap_err());
+        let got = answer(alice.batch_execute(sql).await.unwrap_err());
+        assert_eq!(got, want, "{sql}");
+        assert_eq!(got.0, "42601", "{sql}");
+    }
+    // Extended protocol too (Parse).
+    let want = answer(
+        direct
+            .prepare("SELECT 1 FROM FROM orders")
+            .await
+            .unwrap_err(),
+    );
+    let got = answer(
+        alice
+            .prepare("SELECT 1 FROM FROM orders")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(got, want);
+    // The session goes on, and a syntax error is nobody's alert.
+    let v: i32 = alice.query_one("SELECT 7", &[]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+    assert!(!j
+        .audit_kinds()
+        .await
+        .iter()
+        .any(|(k, _, _)| k == "statement.refused"));
+    j.stop().await;
+}

@@ -150,8 +150,21 @@ impl Action {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the statement cannot be read: {0}")]
-pub struct ClassifyError(pub String);
+#[error("the statement cannot be read: {message}")]
+pub struct ClassifyError {
+    pub message: String,
+    /// A syntax error, located as PostgreSQL would report it.
+    pub syntax: Option<crate::syntax::SyntaxError>,
+}
+
+impl ClassifyError {
+    fn other(message: String) -> ClassifyError {
+        ClassifyError {
+            message,
+            syntax: None,
+        }
+    }
+}
 
 /// Functions that reach server files or programs, open other sessions, or
 /// control the server: `admin`, whatever statement they appear in.
@@ -189,7 +202,13 @@ fn is_admin_function(name: &str) -> bool {
 
 /// Classifies `sql` (all its statements).
 pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
-    let parsed = pg_query::parse(sql, 0).map_err(|e| ClassifyError(e.to_string()))?;
+    let parsed = pg_query::parse(sql, 0).map_err(|e| match e {
+        pg_query::Error::Parse(m) => ClassifyError {
+            syntax: crate::syntax::locate(sql, &m),
+            message: m,
+        },
+        other => ClassifyError::other(other.to_string()),
+    })?;
     if parsed.protobuf.stmts.is_empty() {
         // Empty or comment-only text: PostgreSQL answers EmptyQueryResponse.
         return Ok(Action::empty(ActionKind::Session));
@@ -301,7 +320,7 @@ fn wrapped_query(version: i32, query: &pg_query::protobuf::Node) -> Result<Actio
         }],
     };
     let sql = pg_query::deparse(&result, Default::default())
-        .map_err(|e| ClassifyError(format!("a wrapped query cannot be read: {e}")))?;
+        .map_err(|e| ClassifyError::other(format!("a wrapped query cannot be read: {e}")))?;
     classify(&sql)
 }
 

@@ -192,7 +192,13 @@ impl Relay<'_> {
             tag::QUERY => {
                 let text = frontend::query_text(body).map_err(violation)?;
                 for (offset, stmt) in split::statements(text) {
-                    if let Verdict::Refuse(err) = self.ask(Statement::Simple(stmt), pending).await {
+                    if let Verdict::Refuse(mut err) =
+                        self.ask(Statement::Simple(stmt), pending).await
+                    {
+                        // Positions count from the start of the whole Query.
+                        if let Some(p) = err.position.as_mut() {
+                            *p += text[..offset].chars().count() as u32;
+                        }
                         let marker = self.refusal(p, err, syncs);
                         let sql = format!("{}EXECUTE {marker}", &text[..offset]);
                         frontend::write_query(&mut out, &sql);

@@ -32,6 +32,8 @@ pub struct ErrorFields {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// Where in the query text (1-based, in characters), as PostgreSQL's `P`.
+    pub position: Option<u32>,
 }
 
 impl ErrorFields {
@@ -42,6 +44,7 @@ impl ErrorFields {
             message: message.into(),
             detail: None,
             hint: None,
+            position: None,
         }
     }
 
@@ -63,6 +66,11 @@ impl ErrorFields {
         self
     }
 
+    pub fn with_position(mut self, position: u32) -> Self {
+        self.position = Some(position);
+        self
+    }
+
     /// Appends this as an `ErrorResponse` (or `NoticeResponse` for notices/warnings).
     pub fn write(&self, buf: &mut BytesMut) {
         let tag = match self.severity {
@@ -80,6 +88,9 @@ impl ErrorFields {
             }
             if let Some(h) = &self.hint {
                 field(b, b'H', h);
+            }
+            if let Some(p) = self.position {
+                field(b, b'P', &p.to_string());
             }
             b.put_u8(0);
         });
