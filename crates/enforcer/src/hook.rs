@@ -27,6 +27,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use store::{AuditEvent, Store};
 use wire::backend::ErrorFields;
+use wire::encoding::ClientEncoding;
 
 /// The built-in functions of one database (`pg_proc` rows below
 /// FirstNormalObjectId): calling them is not a `call`.
@@ -394,6 +395,23 @@ impl StatementHook for PolicyHook {
                 return Check::Refuse(st.refuse(session, &text, "unknown", None, err, true));
             }
         };
+        if let Some(value) = action.sets_client_encoding.iter().find(|v| {
+            v.as_deref()
+                .is_none_or(|e| ClientEncoding::of(e) == ClientEncoding::Unsafe)
+        }) {
+            // The gateway could not read the session's statements afterwards.
+            return Check::Refuse(
+                ErrorFields::error(
+                    "0A000",
+                    format!(
+                        "jitgate refuses client_encoding {}: its characters may contain quote or \
+                         backslash bytes, which no parser outside the server can lex safely",
+                        value.as_deref().unwrap_or("set from a value it cannot see")
+                    ),
+                )
+                .with_hint("use UTF8, or a single-byte or EUC encoding such as LATIN9"),
+            );
+        }
         if let Some(reason) = &action.sets_reason {
             session.notes.lock().unwrap().reason = Some(reason.clone());
         }

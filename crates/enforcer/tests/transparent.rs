@@ -195,3 +195,27 @@ async fn syntax_errors_are_postgresqls_own() {
         .any(|(k, _, _)| k == "statement.refused"));
     j.stop().await;
 }
+
+#[tokio::test]
+async fn switching_to_an_encoding_no_parser_can_lex_is_refused() {
+    let j = Jitgate::start("").await;
+    let (alice, _) = j.connect("alice").await;
+    for sql in [
+        "SET client_encoding = 'SJIS'",
+        "SET NAMES 'big5'",
+        "SET client_encoding TO 'Shift_JIS'",
+        "SELECT set_config('client_encoding', 'GBK', false)",
+        "SELECT 1; SET LOCAL client_encoding = 'UHC'",
+    ] {
+        let e = alice.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "0A000", "{sql}: {e}");
+        assert!(message(&e).contains("lex"), "{sql}: {e}");
+    }
+    let enc: String = alice
+        .query_one("SHOW client_encoding", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(enc, "UTF8");
+    j.stop().await;
+}

@@ -68,6 +68,9 @@ pub struct Action {
     pub holdable_cursor: bool,
     /// `SET jitgate.reason = '...'`: the reason for requests this session files.
     pub sets_reason: Option<String>,
+    /// `SET client_encoding`, `SET NAMES`, `set_config('client_encoding', ...)`:
+    /// the values set (`None` inside: not a constant).
+    pub sets_client_encoding: Vec<Option<String>>,
     /// Roles the statement hands objects or default privileges to (`ALTER ...
     /// OWNER TO r`, `REASSIGN OWNED ... TO r`, `CREATE SCHEMA ...
     /// AUTHORIZATION r`, `ALTER DEFAULT PRIVILEGES FOR ROLE r`).
@@ -100,6 +103,7 @@ impl Action {
             identity_change: false,
             holdable_cursor: false,
             sets_reason: None,
+            sets_client_encoding: Vec::new(),
             owners: BTreeSet::new(),
             prepared: None,
             privileges: PrivilegeOps::default(),
@@ -217,6 +221,7 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
     let mut identity_change = false;
     let mut holdable_cursor = false;
     let mut sets_reason = None;
+    let mut sets_client_encoding = Vec::new();
     let mut opaque = false;
     for raw in &parsed.protobuf.stmts {
         let node = raw.stmt.as_ref().and_then(|s| s.node.as_ref());
@@ -227,6 +232,18 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         match node {
             // CURSOR_OPT_HOLD = 0x20 (PostgreSQL's parsenodes.h).
             Some(NodeEnum::DeclareCursorStmt(d)) => holdable_cursor |= d.options & 0x20 != 0,
+            Some(NodeEnum::VariableSetStmt(v))
+                if v.name.eq_ignore_ascii_case("client_encoding")
+                    && v.kind == pg_query::protobuf::VariableSetKind::VarSetValue as i32 =>
+            {
+                sets_client_encoding.push(v.args.first().and_then(|a| match &a.node {
+                    Some(NodeEnum::AConst(c)) => match &c.val {
+                        Some(Val::Sval(s)) => Some(s.sval.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                }));
+            }
             Some(NodeEnum::VariableSetStmt(v)) if v.name.eq_ignore_ascii_case(REASON_SETTING) => {
                 sets_reason = v.args.first().and_then(|a| match &a.node {
                     Some(NodeEnum::AConst(c)) => match &c.val {
@@ -253,6 +270,9 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         privileges.add(node);
         if let NodeRef::FuncCall(call) = node {
             identity_change |= sets_identity(call);
+            if let Some(value) = sets_setting(call, "client_encoding") {
+                sets_client_encoding.push(value);
+            }
             if let Some(written) = writes_through(call) {
                 kind = kind.max(ActionKind::Write);
                 objects.extend(written);
@@ -289,6 +309,7 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         identity_change,
         holdable_cursor,
         sets_reason,
+        sets_client_encoding,
         owners,
         privileges,
         opaque: matches!(kind, ActionKind::Call | ActionKind::Unknown) || opaque,
@@ -470,6 +491,25 @@ fn changes_identity(v: &pg_query::protobuf::VariableSetStmt) -> bool {
                     Some(Val::Sval(s)) if s.sval.eq_ignore_ascii_case("none"))))
         }
         _ => true,
+    }
+}
+
+/// `set_config(setting, value, ...)` naming `setting` (or a name that is not
+/// a constant): `Some(value)`, the value `None` when not a constant.
+fn sets_setting(call: &pg_query::protobuf::FuncCall, setting: &str) -> Option<Option<String>> {
+    if func_name(call) != "set_config" {
+        return None;
+    }
+    let constant = |n: Option<&pg_query::protobuf::Node>| match n.and_then(|a| a.node.as_ref()) {
+        Some(NodeEnum::AConst(c)) => match &c.val {
+            Some(Val::Sval(s)) => Some(s.sval.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    match constant(call.args.first()) {
+        Some(name) if !name.trim().eq_ignore_ascii_case(setting) => None,
+        _ => Some(constant(call.args.get(1))),
     }
 }
 

@@ -37,7 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use wire::backend::{error_code_and_message, ErrorFields};
+use wire::backend::{self, error_code_and_message, ErrorFields};
+use wire::encoding::ClientEncoding;
 use wire::{frontend, tag, Header, WireError};
 
 const MARKER_PREFIX: &str = "jitgate_refused_";
@@ -102,6 +103,39 @@ pub struct Relay<'a> {
     pub session: &'a Arc<Session>,
     pub hook: &'a dyn StatementHook,
     pub limits: &'a Limits,
+}
+
+/// The error for a text the gateway cannot read in the session's encoding:
+/// PostgreSQL's own for invalid UTF8, a clear refusal for encodings no parser
+/// outside the server can lex.
+fn unreadable(encoding: ClientEncoding, bytes: &[u8]) -> ErrorFields {
+    match encoding {
+        ClientEncoding::Unsafe => ErrorFields::error(
+            "0A000",
+            "jitgate cannot read statements in this session's client_encoding: its \
+             characters may contain quote or backslash bytes, which no parser outside the \
+             server can lex safely",
+        )
+        .with_hint("use UTF8, or a single-byte or EUC encoding (SET client_encoding = 'UTF8')"),
+        _ => {
+            let at = std::str::from_utf8(bytes)
+                .err()
+                .map(|e| e.valid_up_to())
+                .unwrap_or(0);
+            let shown: Vec<String> = bytes[at..]
+                .iter()
+                .take(2)
+                .map(|b| format!("0x{b:02x}"))
+                .collect();
+            ErrorFields::error(
+                "22021",
+                format!(
+                    "invalid byte sequence for encoding \"UTF8\": {}",
+                    shown.join(" ")
+                ),
+            )
+        }
+    }
 }
 
 fn violation(e: WireError) -> ErrorFields {
@@ -190,8 +224,14 @@ impl Relay<'_> {
         let mut out = BytesMut::new();
         match tag {
             tag::QUERY => {
-                let text = frontend::query_text(body).map_err(violation)?;
-                for (offset, stmt) in split::statements(text) {
+                let encoding = self.session.encoding();
+                let bytes = frontend::query_bytes(body).map_err(violation)?;
+                let Some(text) = encoding.decode(bytes) else {
+                    let marker = self.refusal(p, unreadable(encoding, bytes), syncs);
+                    frontend::write_query(&mut out, &format!("EXECUTE {marker}"));
+                    return Ok(Some(out));
+                };
+                for (offset, stmt) in split::statements(&text) {
                     if let Verdict::Refuse(mut err) =
                         self.ask(Statement::Simple(stmt), pending).await
                     {
@@ -200,16 +240,22 @@ impl Relay<'_> {
                             *p += text[..offset].chars().count() as u32;
                         }
                         let marker = self.refusal(p, err, syncs);
-                        let sql = format!("{}EXECUTE {marker}", &text[..offset]);
-                        frontend::write_query(&mut out, &sql);
+                        // What precedes runs, in the session's own encoding.
+                        let mut sql = encoding.encode(&text[..offset]).into_owned();
+                        sql.extend_from_slice(format!("EXECUTE {marker}").as_bytes());
+                        frontend::write_query_bytes(&mut out, &sql);
                         return Ok(Some(out));
                     }
                 }
             }
             tag::PARSE => {
-                let parse = frontend::parse(body).map_err(violation)?;
-                if let Verdict::Refuse(err) = self.ask(Statement::Parse(parse.query), pending).await
-                {
+                let encoding = self.session.encoding();
+                let bytes = frontend::parse_query_bytes(body).map_err(violation)?;
+                let verdict = match encoding.decode(bytes) {
+                    Some(text) => self.ask(Statement::Parse(&text), pending).await,
+                    None => Verdict::Refuse(unreadable(encoding, bytes)),
+                };
+                if let Verdict::Refuse(err) = verdict {
                     return Ok(Some(self.refuse_extended(p, err, syncs, skipping)));
                 }
             }
@@ -512,7 +558,7 @@ impl Relay<'_> {
                 };
                 let end = pos + h.frame_len();
                 let inspect = match h.tag {
-                    tag::READY_FOR_QUERY => true,
+                    tag::READY_FOR_QUERY | tag::PARAMETER_STATUS => true,
                     tag::ERROR_RESPONSE => h.body_len <= INSPECT_ERROR_LIMIT,
                     _ => false,
                 };
@@ -523,6 +569,10 @@ impl Relay<'_> {
                     let body = &buf[pos + Header::SIZE..end];
                     if h.tag == tag::READY_FOR_QUERY {
                         self.ready(p, body.first().copied().unwrap_or(b'I'));
+                    } else if h.tag == tag::PARAMETER_STATUS {
+                        if let Ok(("client_encoding", value)) = backend::parameter_status(body) {
+                            self.session.set_encoding(value);
+                        }
                     } else if let Some(replacement) = self.server_error(p, body) {
                         out.extend_from_slice(&buf[start..pos]);
                         out.extend_from_slice(&replacement);

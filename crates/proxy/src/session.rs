@@ -250,6 +250,9 @@ async fn relay(
         upstream_secret: conn.secret,
         upstream_addr: addr.clone(),
     });
+    if let Some(encoding) = backend::find_parameter(&conn.parameter_status, "client_encoding") {
+        session.set_encoding(encoding);
+    }
     let _listed = shared.sessions.register(session.clone());
     let registration = shared
         .cancels

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use wire::backend::ErrorFields;
+use wire::encoding::ClientEncoding;
 
 const NO_POISON: u8 = 0;
 const POISON_PENDING: u8 = 1;
@@ -39,6 +40,10 @@ pub struct Notes {
 }
 
 /// One client connection through the gateway.
+const ENCODING_UTF8: u8 = 0;
+const ENCODING_ASCII_SAFE: u8 = 1;
+const ENCODING_UNSAFE: u8 = 2;
+
 pub struct Session {
     pub id: u64,
     pub user: String,
@@ -58,6 +63,9 @@ pub struct Session {
     tx_status: AtomicU8,
     /// Whether the server is working on something the client sent.
     busy: AtomicBool,
+    /// The session's `client_encoding` class (see `wire::encoding`), as the
+    /// server last reported it.
+    encoding: AtomicU8,
     /// Whether the gateway holds a statement (waiting for a decision).
     holding: AtomicBool,
     /// Client cancel requests seen (held statements watch it).
@@ -114,6 +122,7 @@ impl Session {
             poison_state: AtomicU8::new(NO_POISON),
             tx_status: AtomicU8::new(b'I'),
             busy: AtomicBool::new(false),
+            encoding: AtomicU8::new(ENCODING_UTF8),
             holding: AtomicBool::new(false),
             cancels: AtomicU64::new(0),
             cancelled: Notify::new(),
@@ -188,6 +197,25 @@ impl Session {
 
     pub fn in_transaction(&self) -> bool {
         self.tx_status.load(Relaxed) != b'I'
+    }
+
+    /// How the session's text is read (the server's latest `client_encoding`).
+    pub fn encoding(&self) -> ClientEncoding {
+        match self.encoding.load(Relaxed) {
+            ENCODING_UTF8 => ClientEncoding::Utf8,
+            ENCODING_ASCII_SAFE => ClientEncoding::AsciiSafe,
+            _ => ClientEncoding::Unsafe,
+        }
+    }
+
+    /// The server reported a `client_encoding`.
+    pub(crate) fn set_encoding(&self, name: &str) {
+        let code = match ClientEncoding::of(name) {
+            ClientEncoding::Utf8 => ENCODING_UTF8,
+            ClientEncoding::AsciiSafe => ENCODING_ASCII_SAFE,
+            ClientEncoding::Unsafe => ENCODING_UNSAFE,
+        };
+        self.encoding.store(code, Relaxed);
     }
 
     pub fn is_busy(&self) -> bool {

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
 use wire::backend::{self, ErrorFields};
+use wire::encoding::ClientEncoding;
 use wire::startup::{self, Startup};
 use wire::Header;
 
@@ -181,7 +182,10 @@ fn options_change_identity(options: &str) -> bool {
             .trim()
             .to_ascii_lowercase()
             .replace('-', "_");
-        name == "role" || name == "session_authorization"
+        let value = setting.split_once('=').map_or("", |(_, v)| v);
+        name == "role"
+            || name == "session_authorization"
+            || (name == "client_encoding" && ClientEncoding::of(value) == ClientEncoding::Unsafe)
     };
     let mut i = 0;
     while i < tokens.len() {
@@ -242,10 +246,23 @@ pub fn check(request: &Request) -> Result<Checked, StartupError> {
                 if options_change_identity(v) {
                     return Err(fatal(
                         "42501",
-                        "startup options that set role or session_authorization are refused",
+                        "startup options that set role, session_authorization or a client_encoding \
+                         jitgate cannot lex are refused",
                     ));
                 }
                 upstream_params.push((k.clone(), v.clone()));
+            }
+            "client_encoding" if ClientEncoding::of(v) == ClientEncoding::Unsafe => {
+                return Err(StartupError::Fatal(
+                    ErrorFields::fatal(
+                        "0A000",
+                        format!(
+                            "jitgate cannot read statements in client_encoding \"{v}\": its \
+                             characters may contain quote or backslash bytes"
+                        ),
+                    )
+                    .with_hint("use UTF8, or a single-byte or EUC encoding"),
+                ))
             }
             _ if key.starts_with("_pq_.") => unknown_options.push(k.clone()),
             _ => upstream_params.push((k.clone(), v.clone())),

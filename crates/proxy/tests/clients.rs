@@ -219,3 +219,64 @@ async fn psycopg3_from_python() {
         "{t}"
     );
 }
+
+const PSYCOPG_LATIN9: &str = r#"
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute("SET client_encoding TO 'LATIN9'")
+    assert conn.info.encoding == "iso8859-15", conn.info.encoding
+    cur = conn.cursor()
+    # Simple protocol, several statements, text in LATIN9 both ways.
+    cur.execute("INSERT INTO scratch (id, body) VALUES (900001, 'café €uro'); SELECT 1", prepare=False)
+    cur.execute("SELECT body FROM scratch WHERE id = 900001 AND body = 'café €uro'")
+    assert cur.fetchone()[0] == "café €uro"
+    # Extended protocol, a parameter and a literal.
+    cur.execute("SELECT %s || ' ñ'", ("ü",), prepare=True)
+    assert cur.fetchone()[0] == "ü ñ"
+    cur.execute("DELETE FROM scratch WHERE id = 900001")
+    print("latin9 ok")
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latin9_text_goes_both_ways() {
+    let gw = TestGateway::start().await;
+    let out = tokio::task::block_in_place(|| {
+        Command::new("python3")
+            .args(["-c", PSYCOPG_LATIN9])
+            .arg(format!(
+                "host=127.0.0.1 port={} dbname=app user=alice password={ALICE_PW}",
+                gw.addr.port()
+            ))
+            .output()
+            .unwrap()
+    });
+    let t = text(&out);
+    assert!(out.status.success() && t.contains("latin9 ok"), "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encodings_no_parser_can_lex_are_refused_at_startup() {
+    let gw = TestGateway::start().await;
+    let out = tokio::task::block_in_place(|| {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-c",
+                "SELECT 1",
+                &format!(
+                    "host=127.0.0.1 port={} dbname=app user=alice",
+                    gw.addr.port()
+                ),
+            ])
+            .env("PGPASSWORD", ALICE_PW)
+            .env("PGCLIENTENCODING", "SJIS")
+            .output()
+            .unwrap()
+    });
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("cannot read statements in client_encoding"),
+        "{t}"
+    );
+}

@@ -103,6 +103,33 @@ impl ErrorFields {
     }
 }
 
+/// The (name, value) of a `ParameterStatus` message body.
+pub fn parameter_status(body: &[u8]) -> Result<(&str, &str), crate::WireError> {
+    let mut r = crate::frame::Reader::new(body);
+    Ok((r.cstr("parameter name")?, r.cstr("parameter value")?))
+}
+
+/// The value of parameter `name` among whole `ParameterStatus` messages.
+pub fn find_parameter<'a>(messages: &'a [u8], name: &str) -> Option<&'a str> {
+    let mut rest = messages;
+    while rest.len() >= 5 {
+        let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let end = 1 + len;
+        if len < 4 || rest.len() < end {
+            return None;
+        }
+        if rest[0] == b'S' {
+            if let Ok((n, v)) = parameter_status(&rest[5..end]) {
+                if n == name {
+                    return Some(v);
+                }
+            }
+        }
+        rest = &rest[end..];
+    }
+    None
+}
+
 fn field(b: &mut BytesMut, code: u8, value: &str) {
     b.put_u8(code);
     // A NUL inside a value would end the field early; PostgreSQL never sends one.

@@ -73,12 +73,18 @@ impl<'a> Reader<'a> {
     }
 
     pub fn cstr(&mut self, what: &'static str) -> Result<&'a str, WireError> {
+        let bytes = self.cbytes(what)?;
+        std::str::from_utf8(bytes).map_err(|_| WireError::BadString(what))
+    }
+
+    /// A NUL-terminated string's bytes, in whatever encoding they are.
+    pub fn cbytes(&mut self, what: &'static str) -> Result<&'a [u8], WireError> {
         let end = self
             .buf
             .iter()
             .position(|&b| b == 0)
             .ok_or(WireError::BadString(what))?;
-        let s = std::str::from_utf8(&self.buf[..end]).map_err(|_| WireError::BadString(what))?;
+        let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)
     }

@@ -14,6 +14,32 @@ pub fn query_text(body: &[u8]) -> Result<&str, WireError> {
     Ok(text)
 }
 
+/// The text of a `Query`, as bytes in the session's client encoding.
+pub fn query_bytes(body: &[u8]) -> Result<&[u8], WireError> {
+    let mut r = Reader::new(body);
+    let text = r.cbytes("query text")?;
+    if !r.is_empty() {
+        return Err(WireError::Unexpected("bytes after Query text".into()));
+    }
+    Ok(text)
+}
+
+/// The query text of a `Parse`, as bytes in the session's client encoding.
+pub fn parse_query_bytes(body: &[u8]) -> Result<&[u8], WireError> {
+    let mut r = Reader::new(body);
+    r.cbytes("statement name")?;
+    let query = r.cbytes("query text")?;
+    let n = r.i16("parameter type count")?;
+    if n < 0 {
+        return Err(WireError::Unexpected("negative parameter count".into()));
+    }
+    r.take(n as usize * 4, "parameter types")?;
+    if !r.is_empty() {
+        return Err(WireError::Unexpected("bytes after Parse".into()));
+    }
+    Ok(query)
+}
+
 /// The parts of `Parse` the gateway needs.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parse<'a> {
@@ -59,9 +85,14 @@ pub fn sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), WireError> {
 
 /// Appends a `Query` message (used to inject the gateway's own statements).
 pub fn write_query(buf: &mut BytesMut, sql: &str) {
+    write_query_bytes(buf, sql.as_bytes())
+}
+
+/// Appends a `Query` whose text is already in the session's client encoding.
+pub fn write_query_bytes(buf: &mut BytesMut, sql: &[u8]) {
     buf.put_u8(b'Q');
     buf.put_i32((4 + sql.len() + 1) as i32);
-    buf.put_slice(sql.as_bytes());
+    buf.put_slice(sql);
     buf.put_u8(0);
 }
 

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod encoding;
 pub mod frame;
 pub mod frontend;
 pub mod startup;
