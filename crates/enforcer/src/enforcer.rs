@@ -35,6 +35,11 @@ pub struct Enforcer {
     /// Grants whose membership is in the database, by grant id.
     applied: HashMap<i64, ActiveGrant>,
     warned: HashSet<i64>,
+    /// Per database: the unbacked rules last reported (reported again only
+    /// when they change).
+    unbacked: HashMap<String, Vec<String>>,
+    /// When the rules were last compared with the databases.
+    backing_checked: Option<tokio::time::Instant>,
 }
 
 /// How long a step waits for the store before ending grants by the clock alone.
@@ -60,6 +65,8 @@ impl Enforcer {
             gateway,
             applied: HashMap::new(),
             warned: HashSet::new(),
+            unbacked: HashMap::new(),
+            backing_checked: None,
         }
     }
 
@@ -524,7 +531,67 @@ impl Enforcer {
                 );
             }
         }
+        self.report_backing(now).await;
         self.reconcile_settings(now).await
+    }
+
+    /// Rules the database does not back (see [`crate::backing`]): a log line
+    /// and an `alert.unbacked_rule` audit event each, at start and whenever
+    /// the set changes.
+    async fn report_backing(&mut self, now: Time) {
+        // A catalog-wide look: at start, then at most once a minute.
+        if self
+            .backing_checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.backing_checked = Some(tokio::time::Instant::now());
+        for db in &self.hook.config.databases {
+            let admin = &self.gateway.databases[&db.name].admin;
+            let config = self.hook.config.clone();
+            let name = db.name.clone();
+            let checked = admin
+                .with_client(async |c| {
+                    crate::backing::check(&config, &name, c)
+                        .await
+                        .map_err(proxy::login_role::ProvisionError::from)
+                })
+                .await;
+            let checked = match checked {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(database = %db.name, error = %e, "cannot check whether the database backs the rules");
+                    continue;
+                }
+            };
+            let unbacked: Vec<_> = checked.iter().filter(|r| !r.backed()).collect();
+            let key: Vec<String> = unbacked
+                .iter()
+                .map(|r| format!("{}:{}", r.index, r.gaps.len()))
+                .collect();
+            if self.unbacked.get(&db.name) == Some(&key) {
+                continue;
+            }
+            self.unbacked.insert(db.name.clone(), key);
+            for r in unbacked {
+                let revokes: Vec<&String> = r.gaps.iter().flat_map(|g| &g.revoke).collect();
+                tracing::warn!(database = %db.name, rule = r.index, "rule[{}] ({}) is not backed by the database: only the gateway stands in the way; jitgate policy check --live lists the REVOKEs that would back it", r.index, r.rule);
+                self.audit(
+                    AuditEvent::new(
+                        now,
+                        "alert.unbacked_rule",
+                        "jitgate",
+                        format!("rule:{}", r.index),
+                        json!({"database": db.name, "rule": r.rule,
+                               "gaps": r.gaps.iter().map(|g| json!({"principal": g.principal,
+                                   "privilege": g.privilege, "object": g.object})).collect::<Vec<_>>(),
+                               "revoke": revokes}),
+                    )
+                    .alert(),
+                );
+            }
+        }
     }
 
     /// Role defaults on login roles (`ALTER ROLE jit_x SET ...`): the gateway

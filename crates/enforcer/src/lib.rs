@@ -13,6 +13,7 @@
 //! - [`audit`]: statements run under a grant and refused attempts, batched
 //!   into the store's hash chain.
 //! - [`alerts`]: privileged use outside working hours, many refusals by one user.
+//! - [`backing`]: whether the database backs each rule (`policy check --live`).
 //! - [`logins`]: failed wire logins and refused login-role passwords, audited.
 //! - [`cache`]: the bounded classification cache.
 //! - [`checkpoints`]: the audit chain's head, signed periodically (`audit_key_file`).
@@ -29,6 +30,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod backing;
 pub mod cache;
 pub mod checkpoints;
 pub mod database;

@@ -219,3 +219,42 @@ async fn switching_to_an_encoding_no_parser_can_lex_is_refused() {
     assert_eq!(enc, "UTF8");
     j.stop().await;
 }
+
+#[tokio::test]
+async fn the_gateway_says_at_start_which_rules_the_database_does_not_back() {
+    // The test database backs the write and read rules (app_read may only
+    // read, and not secrets), but PUBLIC may EXECUTE public.as_writer().
+    let j = Jitgate::start("").await;
+    let mut unbacked = Vec::new();
+    for _ in 0..100 {
+        unbacked = j
+            .audit_kinds()
+            .await
+            .into_iter()
+            .filter(|(k, _, _)| k == "alert.unbacked_rule")
+            .map(|(_, _, d)| d)
+            .collect();
+        if !unbacked.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(unbacked.len(), 1, "{unbacked:?}");
+    let d = &unbacked[0];
+    assert!(
+        d["rule"]
+            .as_str()
+            .unwrap()
+            .starts_with("call on public.as_writer"),
+        "{d}"
+    );
+    assert!(
+        d["revoke"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "REVOKE EXECUTE ON FUNCTION as_writer() FROM PUBLIC;"),
+        "{d}"
+    );
+    j.stop().await;
+}

@@ -109,6 +109,51 @@ pub async fn scan(cfg: &Config, db: &str, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `policy check --live`: each rule against its database's privileges.
+pub async fn backing(cfg: &Config) -> anyhow::Result<()> {
+    let mut unbacked = 0;
+    for db in &cfg.databases {
+        let checked = enforcer::backing::check_live(cfg, &db.name)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        for r in &checked {
+            if r.backed() {
+                println!("rule[{}] ({}): backed by `{}`", r.index, r.rule, db.name);
+            } else {
+                unbacked += 1;
+                println!(
+                    "rule[{}] ({}): NOT backed by `{}`: the baseline roles or PUBLIC can already do \
+                     what it reserves, so only the gateway stands in the way:",
+                    r.index, r.rule, db.name
+                );
+                for g in &r.gaps {
+                    let how = if g.revoke.is_empty() {
+                        "(it owns it: change the owner)".to_string()
+                    } else {
+                        g.revoke.join(" ")
+                    };
+                    println!(
+                        "  {} can {} {}    {how}",
+                        g.principal, g.privilege, g.object
+                    );
+                }
+            }
+            if !r.gateway_only.is_empty() {
+                println!(
+                    "  ({} is not a privilege on objects: the gateway alone enforces it)",
+                    r.gateway_only.join(", ")
+                );
+            }
+        }
+    }
+    if unbacked > 0 {
+        anyhow::bail!(crate::client::Refused(format!(
+            "{unbacked} rules are not backed by the database"
+        )));
+    }
+    Ok(())
+}
+
 /// The web UI's window into the databases (scan, EXPLAIN previews).
 pub struct DbInspector(pub std::sync::Arc<Config>);
 

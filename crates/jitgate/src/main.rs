@@ -157,6 +157,11 @@ enum PolicyCommand {
     Check {
         #[arg(long, short, env = "JITGATE_CONFIG")]
         config: PathBuf,
+        /// Also compare each rule with the databases (admin_url): name the
+        /// rules the database does not back, with the REVOKEs that would
+        /// back them; exit 1 if any.
+        #[arg(long)]
+        live: bool,
     },
 }
 
@@ -226,8 +231,9 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Policy {
-            command: PolicyCommand::Check { config },
+            command: PolicyCommand::Check { config, live },
         } => match load(&config) {
+            Ok(cfg) if live => run(async move { inspect::backing(&cfg).await }),
             Ok(cfg) => {
                 println!(
                     "{}: ok ({} databases, {} users, {} groups, {} roles, {} rules)",

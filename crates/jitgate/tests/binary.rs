@@ -461,3 +461,82 @@ fn explain_and_scan() {
         out(&o)
     );
 }
+
+#[test]
+fn policy_check_live_names_unbacked_rules_and_their_revokes() {
+    let cluster = Cluster::shared();
+    cluster
+        .psql("postgres", "CREATE DATABASE live_app")
+        .unwrap();
+    cluster
+        .psql(
+            "live_app",
+            "CREATE ROLE lb_read NOLOGIN; CREATE ROLE lb_write NOLOGIN;
+             CREATE TABLE orders (id int); CREATE TABLE notes (id int);
+             GRANT SELECT ON orders, notes TO lb_read;
+             GRANT INSERT, UPDATE, DELETE ON orders, notes TO lb_write;",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        &dir,
+        "jitgate.toml",
+        &format!(
+            "[gateway]\n[[database]]\nname = \"app\"\nadmin_url = \"{}\"\nbaseline_roles = [\"lb_read\"]\n\
+             [[group]]\nname = \"engineers\"\n[[group]]\nname = \"leads\"\n\
+             [[user]]\nname = \"alice\"\npassword = \"x\"\ngroups = [\"engineers\"]\n\
+             [[user]]\nname = \"bob\"\npassword = \"x\"\ngroups = [\"leads\"]\n\
+             [[role]]\nname = \"lb_write\"\ndatabase = \"app\"\nrequesters = [\"engineers\"]\n\
+             chain = [{{ approvers = [\"leads\"], min = 1 }}]\n\
+             [[rule]]\ndatabase = \"app\"\nactions = [\"write\"]\nobjects = [\"public.*\"]\nrole = \"lb_write\"\n\
+             [[rule]]\ndatabase = \"app\"\nactions = [\"admin\"]\nrole = \"deny\"\n",
+            cluster.url("live_app")
+        ),
+    );
+    let live = || {
+        Command::new(BIN)
+            .args(["policy", "check", "--live", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    // The database backs the write rule: only lb_write can write.
+    let o = live();
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        out(&o).contains("rule[0] (write on public.* -> lb_write): backed"),
+        "{}",
+        out(&o)
+    );
+    assert!(out(&o).contains("gateway alone enforces"), "{}", out(&o));
+    // Someone lets the baseline role and PUBLIC write: no longer backed.
+    cluster
+        .psql(
+            "live_app",
+            "GRANT DELETE ON orders TO lb_read; GRANT UPDATE ON notes TO PUBLIC;",
+        )
+        .unwrap();
+    let o = live();
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("rule[0] (write on public.* -> lb_write): NOT backed"),
+        "{text}"
+    );
+    let revokes: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.find("REVOKE").map(|i| &l[i..]))
+        .collect();
+    assert!(
+        revokes.contains(&"REVOKE DELETE ON TABLE public.orders FROM lb_read;"),
+        "{text}"
+    );
+    assert!(
+        revokes.contains(&"REVOKE UPDATE ON TABLE public.notes FROM PUBLIC;"),
+        "{text}"
+    );
+    // Running what it printed backs the rule again.
+    cluster.psql("live_app", &revokes.join("\n")).unwrap();
+    let o = live();
+    assert!(o.status.success(), "{}", out(&o));
+}
