@@ -202,6 +202,12 @@ pub struct Database {
     pub tls: UpstreamTls,
     /// CA bundle (PEM) for `verify-full`; the system roots when absent.
     pub tls_ca_file: Option<PathBuf>,
+    /// Whether a backend a client left cleanly serves a later client (like
+    /// pgbouncer's session mode; a new connection may then see an earlier
+    /// one's backend pid). `false`: every client connection gets a fresh
+    /// backend, closed when the client goes.
+    #[serde(default = "yes")]
+    pub reuse_backends: bool,
     /// Parsed `admin_url` (filled in by validation).
     #[serde(skip)]
     pub admin: Option<tokio_postgres::Config>,
@@ -433,4 +439,8 @@ fn d_15m() -> Duration {
 }
 fn d_1h() -> Duration {
     Duration::from_secs(3600)
+}
+
+fn yes() -> bool {
+    true
 }

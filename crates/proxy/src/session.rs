@@ -274,10 +274,23 @@ async fn relay(
         .run(&mut client, &mut conn.stream, io, &shared.closing)
         .await;
     drop(registration);
+    let reuse = shared
+        .config
+        .database(&info.database)
+        .is_some_and(|d| d.reuse_backends);
+    // A client that vanished mid-statement must not leave it running, as
+    // with a direct connection: cancel it before the backend is closed.
+    let left_busy = matches!(
+        ending,
+        Ending::ClientLeft { reusable: false } | Ending::ClientIo(_)
+    ) && session.is_busy();
+    if left_busy {
+        session.cancel_statement().await;
+    }
     match ending {
         Ending::ClientLeft { reusable } => {
             debug!(reusable, "client left");
-            if reusable {
+            if reusable && reuse {
                 shared.pool.put(key, conn).await;
             } else {
                 conn.close().await;
@@ -300,7 +313,10 @@ async fn relay(
             let e = ErrorFields::fatal("08006", format!("connection to the database failed: {e}"));
             say_fatal(&mut client, &e).await;
         }
-        Ending::ClientIo(e) => debug!(error = %e, "client connection failed"),
+        Ending::ClientIo(e) => {
+            debug!(error = %e, "client connection failed");
+            conn.close().await;
+        }
         Ending::Terminated(e) => {
             info!(error = %e.message, "session ended by jitgate");
             conn.close().await;

@@ -167,3 +167,70 @@ async fn a_client_gone_in_the_middle_of_a_message_does_not_return_its_connection
         1
     );
 }
+
+#[tokio::test]
+async fn with_reuse_off_every_client_gets_a_fresh_backend() {
+    let text = config_text("", "").replace(
+        "tls = \"disable\"",
+        "tls = \"disable\"\nreuse_backends = false",
+    );
+    let gw = TestGateway::start_with(&text, Arc::new(proxy::AllowAll)).await;
+    let c = gw.alice().await;
+    let first = pid(&c).await;
+    drop(c);
+    settle().await;
+    assert_eq!(gw.shared.pool.idle_count(), 0, "nothing is pooled");
+    let c = gw.alice().await;
+    assert_ne!(pid(&c).await, first, "a fresh backend");
+    // The first backend is gone, not idle somewhere.
+    let left = cluster()
+        .psql(
+            "app",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {first}"),
+        )
+        .unwrap();
+    assert_eq!(left.trim(), "0");
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_mid_statement_does_not_leave_it_running() {
+    let gw = TestGateway::start().await;
+    // A raw client: its socket closes the moment it is dropped, as with kill -9.
+    let mut raw = common::raw::Raw::login(gw.addr, "alice", ALICE_PW).await;
+    raw.send(&common::raw::query("SELECT pg_sleep(60) /* vanishing */"))
+        .await;
+    let sleeping = || {
+        cluster()
+            .psql(
+                "app",
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE state = 'active' AND query LIKE '%/* vanishing */%' \
+                 AND query NOT LIKE '%pg_stat_activity%'",
+            )
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    for _ in 0..100 {
+        if sleeping() == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sleeping(), "1");
+    drop(raw);
+    let mut gone = false;
+    for _ in 0..100 {
+        if sleeping() == "0" {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the statement still runs after its client vanished");
+    assert_eq!(
+        gw.shared.pool.idle_count(),
+        0,
+        "a busy backend is not pooled"
+    );
+}
