@@ -56,6 +56,17 @@ pub fn missing_grant(
     }))
 }
 
+/// The refusal for a statement PostgreSQL refused (see [`crate::denied`]):
+/// the request for `role` filed or reused, and the same message as a refusal
+/// the gateway predicted. In `hold` mode too: the statement already failed.
+pub async fn explain_refusal(st: &HookState, s: &Session, text: &str, role: &str) -> ErrorFields {
+    let err = match file(st, s, text, role, false).await {
+        Ok(filed) => rejection(st, &filed, s, role, false),
+        Err(err) => err,
+    };
+    st.refuse(s, text, "unknown", Some(role), err, true)
+}
+
 /// An approval lands in the store a moment before the enforcer has granted
 /// the role in the database: a statement arriving in that moment waits for
 /// it (briefly) instead of filing a second request. True once it is applied.

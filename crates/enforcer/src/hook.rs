@@ -53,6 +53,9 @@ pub struct HookState {
     pub managed_objects: RwLock<HashMap<String, Arc<ManagedObjects>>>,
     /// Set when something asks for a reconcile before the next interval.
     pub reconcile_requested: AtomicBool,
+    /// The gateway serving with this hook (set once it is bound), for looks
+    /// into the databases when PostgreSQL refuses something.
+    pub gateway: std::sync::OnceLock<std::sync::Weak<proxy::Shared>>,
     alerts: crate::alerts::Alerts,
     cache: Cache,
     baseline: HashMap<String, BTreeSet<String>>,
@@ -86,9 +89,14 @@ impl HookState {
             builtins: RwLock::new(HashMap::new()),
             managed_objects: RwLock::new(HashMap::new()),
             reconcile_requested: AtomicBool::new(false),
+            gateway: std::sync::OnceLock::new(),
             cache: Cache::new(10_000),
             baseline,
         }
+    }
+
+    pub fn gateway(&self) -> Option<Arc<proxy::Shared>> {
+        self.gateway.get()?.upgrade()
     }
 
     fn builtins(&self, database: &str) -> Option<Arc<Builtins>> {
@@ -369,6 +377,19 @@ fn statement_text(statement: Statement<'_>, action: Option<&Action>) -> String {
 }
 
 impl StatementHook for PolicyHook {
+    fn explain_denied(
+        &self,
+        session: &Arc<Session>,
+        message: &str,
+    ) -> Option<proxy::hook::ExplainFuture> {
+        crate::denied::object_of(message)?;
+        Some(Box::pin(crate::denied::explain(
+            self.state.clone(),
+            session.clone(),
+            message.to_string(),
+        )))
+    }
+
     fn check(&self, session: &Arc<Session>, statement: Statement<'_>) -> Check {
         let st = &self.state;
         let classified = st.classify(&session.database, statement);

@@ -9,6 +9,7 @@
 //! - [`enforcer`]: the loop that GRANTs and REVOKEs in the databases, ends
 //!   roles in live sessions (`on_expiry`), warns before expiry, and reconciles
 //!   drift.
+//! - [`denied`]: a permission error from PostgreSQL explained, with a request filed.
 //! - [`database`]: the privilege SQL itself; the only code that issues it.
 //! - [`audit`]: statements run under a grant and refused attempts, batched
 //!   into the store's hash chain.
@@ -34,6 +35,7 @@ pub mod backing;
 pub mod cache;
 pub mod checkpoints;
 pub mod database;
+pub mod denied;
 pub mod enforcer;
 pub mod filing;
 pub mod grants;

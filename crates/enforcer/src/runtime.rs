@@ -67,6 +67,7 @@ impl Runtime {
             Arc::new(crate::logins::LoginEvents(hook.clone())),
         )
         .await?;
+        let _ = hook.gateway.set(Arc::downgrade(gateway.shared()));
         let mut enforcer = Enforcer::new(hook.clone(), gateway.shared().clone());
         enforcer.prepare().await?;
         Ok(Runtime {

@@ -258,3 +258,57 @@ async fn the_gateway_says_at_start_which_rules_the_database_does_not_back() {
     );
     j.stop().await;
 }
+
+#[tokio::test]
+async fn a_refusal_by_postgresql_is_explained_and_files_a_request() {
+    // No rule foresees the write inside this function: PostgreSQL refuses it.
+    cluster()
+        .psql(
+            "app",
+            "CREATE OR REPLACE FUNCTION bump_order(i int) RETURNS void LANGUAGE plpgsql
+             AS $$ BEGIN UPDATE orders SET total = total + 1 WHERE id = i; END $$;",
+        )
+        .unwrap();
+    let j = Jitgate::start_text(&config_without_rules(""), None).await;
+    let (alice, _) = j.connect("alice").await;
+    alice
+        .batch_execute("SET jitgate.reason = 'fix order 5'")
+        .await
+        .unwrap();
+    let e = alice
+        .batch_execute("SELECT bump_order(5)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    let m = message(&e);
+    let pending = j.pending().await;
+    assert_eq!(pending.len(), 1, "a request was filed: {m}");
+    let r = &pending[0];
+    assert_eq!(r.role, "app_write");
+    assert_eq!(r.reason, "fix order 5");
+    assert!(
+        m.contains("\"app_write\"") && m.contains(&format!("request {}", r.id)),
+        "{m}"
+    );
+    // The session goes on; once approved, the same statement runs.
+    j.approve(r.id, "bob").await;
+    assert!(j.until(Duration::from_secs(2), || j.member("alice")).await);
+    alice.batch_execute("SELECT bump_order(5)").await.unwrap();
+    let total: i32 = alice
+        .query_one("SELECT total FROM orders WHERE id = 5", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 6);
+    cluster()
+        .psql("app", "UPDATE orders SET total = 5 WHERE id = 5")
+        .unwrap();
+    // A permission error no managed role would lift stays PostgreSQL's own.
+    let e = alice
+        .batch_execute("SELECT * FROM pg_authid")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(message(&e).starts_with("permission denied"), "{e}");
+    j.stop().await;
+}

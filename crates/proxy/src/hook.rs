@@ -67,8 +67,20 @@ impl From<Verdict> for Check {
     }
 }
 
+/// The hook's own error for one the database sent, once it has looked.
+pub type ExplainFuture = Pin<Box<dyn Future<Output = Option<ErrorFields>> + Send + 'static>>;
+
 pub trait StatementHook: Send + Sync + 'static {
     fn check(&self, session: &Arc<Session>, statement: Statement<'_>) -> Check;
+
+    /// PostgreSQL refused a statement the hook let through for lack of a
+    /// privilege (SQLSTATE 42501, `message` as the server wrote it). The hook
+    /// may look (the catalog, filing a request) and answer with its own error
+    /// in its place; `None`, or no answer within a few seconds: the server's
+    /// error goes to the client as it is. The database enforced either way.
+    fn explain_denied(&self, _session: &Arc<Session>, _message: &str) -> Option<ExplainFuture> {
+        None
+    }
 }
 
 /// The hook of the bare gateway: everything goes to the database, which still

@@ -578,6 +578,20 @@ impl Relay<'_> {
                         out.extend_from_slice(&replacement);
                         start = end;
                         rewritten = true;
+                    } else if let Some(explain) = self.denied(body) {
+                        // What precedes goes out now; the error waits for
+                        // the hook's look (bounded), then comes in its place.
+                        out.extend_from_slice(&buf[start..pos]);
+                        if let Err(e) = client.write_all(&out).await {
+                            return Ending::ClientIo(e);
+                        }
+                        out.clear();
+                        start = pos;
+                        rewritten = true;
+                        if let Ok(Some(own)) = tokio::time::timeout(EXPLAIN_WAIT, explain).await {
+                            own.write(&mut out);
+                            start = end;
+                        }
                     }
                 }
                 if end <= buf.len() {
@@ -618,6 +632,19 @@ impl Relay<'_> {
         }
     }
 
+    /// A `42501` from the server for a statement the hook let through: the
+    /// hook's look at it, if it wants one.
+    fn denied(&self, body: &[u8]) -> Option<crate::hook::ExplainFuture> {
+        if !body.starts_with(b"SERROR\0") {
+            return None;
+        }
+        let (code, message) = error_code_and_message(body).ok()?;
+        if code != "42501" {
+            return None;
+        }
+        self.hook.explain_denied(self.session, message)
+    }
+
     /// Notes FATALs; returns the hook's error if this is a refusal's marker error.
     fn server_error(&self, p: &Progress, body: &[u8]) -> Option<BytesMut> {
         if body.starts_with(b"SFATAL\0") || body.starts_with(b"SPANIC\0") {
@@ -653,6 +680,9 @@ struct Pending<'w, 'b> {
     flushed: bool,
     error: Option<std::io::Error>,
 }
+
+/// How long a server's permission error waits for the hook's explanation.
+const EXPLAIN_WAIT: Duration = Duration::from_secs(3);
 
 /// While a statement is held, at most this much of what the client sends
 /// next is read ahead (to notice it leaving); beyond it, reading pauses.
