@@ -16,7 +16,7 @@ use crate::audit::{AuditSink, StatementRecord};
 use crate::cache::{Cache, Classified};
 use crate::grants::GrantTable;
 use config::Config;
-use policy::classify::{classify, Action, PreparedOp};
+use policy::classify::{classify, is_identity_value, Action, PreparedOp};
 use policy::privilege::ManagedObjects;
 use policy::rules::{Rules, Verdict as RuleVerdict};
 use policy::{Clock, Policy, Time};
@@ -133,6 +133,8 @@ impl HookState {
                 let name = builtins.as_ref().and_then(|b| b.by_oid.get(&oid));
                 Arc::new(Ok(Action::function_call(name.map(String::as_str))))
             }
+            // Judged by its values (see `PolicyHook::check`), never classified.
+            Statement::Bind(_) => Arc::new(Ok(Action::function_call(None))),
         }
     }
 
@@ -373,8 +375,12 @@ fn statement_text(statement: Statement<'_>, action: Option<&Action>) -> String {
                 .unwrap_or_else(|| "a function that is not built in".into());
             format!("<fast-path call of {name}, oid {oid}>")
         }
+        Statement::Bind(values) => format!("<bind of set_config with {values:?}>"),
     }
 }
+
+const IDENTITY_REFUSAL: &str =
+    "the statement could change the session's identity (SET ROLE and the like)";
 
 impl StatementHook for PolicyHook {
     fn explain_denied(
@@ -392,6 +398,15 @@ impl StatementHook for PolicyHook {
 
     fn check(&self, session: &Arc<Session>, statement: Statement<'_>) -> Check {
         let st = &self.state;
+        // `set_config($1, ...)`: the values decide, at Bind.
+        if let Statement::Bind(values) = statement {
+            if values.iter().flatten().any(|v| is_identity_value(v)) {
+                let text = statement_text(statement, None);
+                let err = st.refusal(format!("jitgate: {IDENTITY_REFUSAL}"));
+                return Check::Refuse(st.refuse(session, &text, "session", None, err, true));
+            }
+            return Check::Allow;
+        }
         let classified = st.classify(&session.database, statement);
         let action = match &*classified {
             Ok(a) => a,
@@ -432,6 +447,17 @@ impl StatementHook for PolicyHook {
                 )
                 .with_hint("use UTF8, or a single-byte or EUC encoding such as LATIN9"),
             );
+        }
+        if !action.identity_params.is_empty() {
+            match statement {
+                // Decided at each Bind, by the values.
+                Statement::Parse(_) => session.check_binds(action.identity_params.clone()),
+                _ => {
+                    let text = statement_text(statement, Some(action));
+                    let err = st.refusal(format!("jitgate: {IDENTITY_REFUSAL}"));
+                    return Check::Refuse(st.refuse(session, &text, "session", None, err, true));
+                }
+            }
         }
         if let Some(reason) = &action.sets_reason {
             session.notes.lock().unwrap().reason = Some(reason.clone());

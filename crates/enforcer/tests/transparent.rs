@@ -312,3 +312,47 @@ async fn a_refusal_by_postgresql_is_explained_and_files_a_request() {
     assert!(message(&e).starts_with("permission denied"), "{e}");
     j.stop().await;
 }
+
+#[tokio::test]
+async fn set_config_with_bound_parameters_is_decided_by_the_values() {
+    let j = Jitgate::start("").await;
+    let (alice, _) = j.connect("alice").await;
+    let me = j.login_role("alice");
+    let set = "SELECT set_config($1::text, $2, false)";
+    let v: String = alice
+        .query_one(set, &[&"default_transaction_isolation", &"serializable"])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "serializable");
+    // The same prepared statement with an identity setting: refused at Bind.
+    let stmt = alice.prepare(set).await.unwrap();
+    for name in ["role", "ROLE", " session_authorization "] {
+        let e = alice
+            .query_one(&stmt, &[&name, &"app_write"])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{name}: {e}");
+        assert!(message(&e).contains("identity"), "{e}");
+    }
+    // And the statement stays usable for ordinary settings.
+    let v: String = alice
+        .query_one(&stmt, &[&"work_mem", &"8MB"])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, "8MB");
+    let who: String = alice
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, me);
+    // A parameter name in a simple query, or inside PREPARE, has no Bind.
+    let e = alice
+        .batch_execute("PREPARE s(text) AS SELECT set_config($1, 'x', false)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    j.stop().await;
+}

@@ -68,6 +68,9 @@ pub struct Action {
     pub holdable_cursor: bool,
     /// `SET jitgate.reason = '...'`: the reason for requests this session files.
     pub sets_reason: Option<String>,
+    /// `set_config($n, ...)`: bound parameters whose values, at Bind, must not
+    /// name an identity setting (the relay checks them; see `proxy::relay`).
+    pub identity_params: Vec<i32>,
     /// `SET client_encoding`, `SET NAMES`, `set_config('client_encoding', ...)`:
     /// the values set (`None` inside: not a constant).
     pub sets_client_encoding: Vec<Option<String>>,
@@ -104,6 +107,7 @@ impl Action {
             holdable_cursor: false,
             sets_reason: None,
             sets_client_encoding: Vec::new(),
+            identity_params: Vec::new(),
             owners: BTreeSet::new(),
             prepared: None,
             privileges: PrivilegeOps::default(),
@@ -222,6 +226,7 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
     let mut holdable_cursor = false;
     let mut sets_reason = None;
     let mut sets_client_encoding = Vec::new();
+    let mut identity_params = Vec::new();
     let mut opaque = false;
     for raw in &parsed.protobuf.stmts {
         let node = raw.stmt.as_ref().and_then(|s| s.node.as_ref());
@@ -269,7 +274,11 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
     for (node, _, _, _) in parsed.protobuf.nodes() {
         privileges.add(node);
         if let NodeRef::FuncCall(call) = node {
-            identity_change |= sets_identity(call);
+            match sets_identity(call) {
+                Identity::No => {}
+                Identity::Yes => identity_change = true,
+                Identity::Param(n) => identity_params.push(n),
+            }
             if let Some(value) = sets_setting(call, "client_encoding") {
                 sets_client_encoding.push(value);
             }
@@ -291,7 +300,8 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
             objects.extend(inner.objects);
             functions.extend(inner.functions);
             owners.extend(inner.owners);
-            identity_change |= inner.identity_change;
+            // No Bind follows a wrapped query: its parameters are unknown.
+            identity_change |= inner.identity_change || !inner.identity_params.is_empty();
             holdable_cursor |= inner.holdable_cursor;
             opaque |= inner.opaque;
         }
@@ -310,6 +320,7 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         holdable_cursor,
         sets_reason,
         sets_client_encoding,
+        identity_params,
         owners,
         privileges,
         opaque: matches!(kind, ActionKind::Call | ActionKind::Unknown) || opaque,
@@ -457,18 +468,40 @@ fn writes_through(call: &pg_query::protobuf::FuncCall) -> Option<Vec<String>> {
 
 /// `set_config('role' | 'session_authorization', ...)`, or a `set_config` whose
 /// first argument is not a constant (we cannot tell: assume the worst).
-fn sets_identity(call: &pg_query::protobuf::FuncCall) -> bool {
+fn sets_identity(call: &pg_query::protobuf::FuncCall) -> Identity {
     let name = func_name(call);
     if name != "set_config" {
-        return false;
+        return Identity::No;
     }
-    match call.args.first().and_then(|a| a.node.as_ref()) {
+    let first = call.args.first().and_then(|a| a.node.as_ref());
+    let first = match first {
+        Some(NodeEnum::TypeCast(t)) => t.arg.as_ref().and_then(|a| a.node.as_ref()),
+        other => other,
+    };
+    match first {
         Some(NodeEnum::AConst(c)) => match &c.val {
-            Some(Val::Sval(s)) => is_identity_setting(&s.sval),
-            _ => true,
+            Some(Val::Sval(s)) if !is_identity_setting(&s.sval) => Identity::No,
+            _ => Identity::Yes,
         },
-        _ => true,
+        // Known only at Bind: the value of this parameter decides.
+        Some(NodeEnum::ParamRef(p)) if p.number > 0 => Identity::Param(p.number),
+        _ => Identity::Yes,
     }
+}
+
+/// Whether a `set_config` call names an identity setting.
+enum Identity {
+    No,
+    Yes,
+    /// The setting's name is bound parameter `$n`.
+    Param(i32),
+}
+
+/// Whether the value of a bound `set_config` name is refused: a setting that
+/// changes identity (`role`, `session_authorization`), or `client_encoding`
+/// (its value is not seen; `SET client_encoding` is), in any case and spacing.
+pub fn is_identity_value(value: &str) -> bool {
+    is_identity_setting(value) || value.trim().eq_ignore_ascii_case("client_encoding")
 }
 
 /// `SET ROLE r`, `SET SESSION AUTHORIZATION r` and the like. The forms that
@@ -507,8 +540,18 @@ fn sets_setting(call: &pg_query::protobuf::FuncCall, setting: &str) -> Option<Op
         },
         _ => None,
     };
+    // A bound name is checked at Bind (see `identity_params`).
+    let bound = match call.args.first().and_then(|a| a.node.as_ref()) {
+        Some(NodeEnum::ParamRef(_)) => true,
+        Some(NodeEnum::TypeCast(t)) => matches!(
+            t.arg.as_ref().and_then(|a| a.node.as_ref()),
+            Some(NodeEnum::ParamRef(_))
+        ),
+        _ => false,
+    };
     match constant(call.args.first()) {
         Some(name) if !name.trim().eq_ignore_ascii_case(setting) => None,
+        None if bound => None,
         _ => Some(constant(call.args.get(1))),
     }
 }

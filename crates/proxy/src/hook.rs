@@ -30,13 +30,17 @@ pub enum Statement<'a> {
     Parse(&'a str),
     /// A `FunctionCall` message, by function OID.
     FunctionCall(u32),
+    /// A `Bind` of a statement whose check the hook deferred to its values
+    /// (see [`crate::Session::check_binds`]): those parameters' values, as text
+    /// (`None`: NULL or not text).
+    Bind(&'a [Option<&'a str>]),
 }
 
 impl Statement<'_> {
     pub fn text(&self) -> Option<&str> {
         match self {
             Statement::Simple(t) | Statement::Parse(t) => Some(t),
-            Statement::FunctionCall(_) => None,
+            Statement::FunctionCall(_) | Statement::Bind(_) => None,
         }
     }
 }

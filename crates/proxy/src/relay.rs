@@ -32,6 +32,7 @@ use crate::sessions::{Session, SessionIo};
 use crate::split;
 use crate::stream::{ReadHalf, Stream, WriteHalf};
 use bytes::{Buf, BytesMut};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -212,6 +213,9 @@ impl Relay<'_> {
     }
 
     /// Checks one inspected message; returns its replacement if refused.
+    // The frontend loop's state passes through here; making the relay a
+    // sans-I/O state machine (one type owning these) is the way out.
+    #[allow(clippy::too_many_arguments)]
     async fn inspect(
         &self,
         tag: u8,
@@ -220,6 +224,7 @@ impl Relay<'_> {
         syncs: u64,
         skipping: &mut bool,
         pending: &mut Pending<'_, '_>,
+        bind_checks: &mut HashMap<Vec<u8>, Vec<i32>>,
     ) -> Result<Option<BytesMut>, ErrorFields> {
         let mut out = BytesMut::new();
         match tag {
@@ -251,11 +256,38 @@ impl Relay<'_> {
             tag::PARSE => {
                 let encoding = self.session.encoding();
                 let bytes = frontend::parse_query_bytes(body).map_err(violation)?;
+                let name = frontend::parse_statement_name(body).map_err(violation)?;
                 let verdict = match encoding.decode(bytes) {
                     Some(text) => self.ask(Statement::Parse(&text), pending).await,
                     None => Verdict::Refuse(unreadable(encoding, bytes)),
                 };
+                // The hook may want to see this statement's Binds.
+                match (&verdict, self.session.take_bind_check()) {
+                    (Verdict::Allow, Some(params)) => {
+                        bind_checks.insert(name.to_vec(), params);
+                    }
+                    _ if !bind_checks.is_empty() => {
+                        bind_checks.remove(name);
+                    }
+                    _ => {}
+                }
                 if let Verdict::Refuse(err) = verdict {
+                    return Ok(Some(self.refuse_extended(p, err, syncs, skipping)));
+                }
+            }
+            tag::BIND => {
+                let bind = frontend::bind(body).map_err(violation)?;
+                let Some(params) = bind_checks.get(bind.statement) else {
+                    return Ok(None);
+                };
+                let values: Vec<Option<&str>> = params
+                    .iter()
+                    .map(|&n| {
+                        let v = bind.params.get((n - 1) as usize).copied().flatten();
+                        v.and_then(|b| std::str::from_utf8(b).ok())
+                    })
+                    .collect();
+                if let Verdict::Refuse(err) = self.ask(Statement::Bind(&values), pending).await {
                     return Ok(Some(self.refuse_extended(p, err, syncs, skipping)));
                 }
             }
@@ -306,6 +338,9 @@ impl Relay<'_> {
         // Whether the rest of a partly received message is dropped (skipping).
         let mut discarding = false;
         let mut syncs = 0u64;
+        // Prepared statements whose Binds the hook checks (by name; `""` is
+        // the unnamed one). Empty for nearly every session: Binds stream.
+        let mut bind_checks: HashMap<Vec<u8>, Vec<i32>> = HashMap::new();
         loop {
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK);
@@ -388,9 +423,11 @@ impl Relay<'_> {
                     start = pos;
                     continue;
                 }
+                let inspected = matches!(h.tag, tag::QUERY | tag::PARSE | tag::FUNCTION_CALL)
+                    || (h.tag == tag::BIND && !bind_checks.is_empty());
                 match h.tag {
-                    tag::QUERY | tag::PARSE | tag::FUNCTION_CALL => {
-                        if h.body_len > self.limits.max_query_bytes {
+                    _ if inspected => {
+                        if h.tag != tag::BIND && h.body_len > self.limits.max_query_bytes {
                             return Err(Ending::ClientViolation(ErrorFields::fatal(
                                 "54000",
                                 format!(
@@ -404,7 +441,7 @@ impl Relay<'_> {
                             break;
                         }
                         let syncs_before = syncs;
-                        if h.tag != tag::PARSE {
+                        if h.tag == tag::QUERY || h.tag == tag::FUNCTION_CALL {
                             syncs += 1;
                         }
                         let body = &buf[pos + Header::SIZE..end];
@@ -422,7 +459,15 @@ impl Relay<'_> {
                             error: None,
                         };
                         let replacement = self
-                            .inspect(h.tag, body, p, syncs, &mut skipping, &mut pending)
+                            .inspect(
+                                h.tag,
+                                body,
+                                p,
+                                syncs,
+                                &mut skipping,
+                                &mut pending,
+                                &mut bind_checks,
+                            )
                             .await
                             .map_err(Ending::ClientViolation)?;
                         let (flushed, error) = (pending.flushed, pending.error.take());

@@ -66,6 +66,10 @@ pub struct Session {
     /// The session's `client_encoding` class (see `wire::encoding`), as the
     /// server last reported it.
     encoding: AtomicU8,
+    /// Parameters (1-based) of the `Parse` just let through whose values the
+    /// hook wants to see at each `Bind` (`set_config($1, ...)`).
+    bind_check: Mutex<Option<Vec<i32>>>,
+    bind_check_set: AtomicBool,
     /// Whether the gateway holds a statement (waiting for a decision).
     holding: AtomicBool,
     /// Client cancel requests seen (held statements watch it).
@@ -123,6 +127,8 @@ impl Session {
             tx_status: AtomicU8::new(b'I'),
             busy: AtomicBool::new(false),
             encoding: AtomicU8::new(ENCODING_UTF8),
+            bind_check: Mutex::new(None),
+            bind_check_set: AtomicBool::new(false),
             holding: AtomicBool::new(false),
             cancels: AtomicU64::new(0),
             cancelled: Notify::new(),
@@ -197,6 +203,21 @@ impl Session {
 
     pub fn in_transaction(&self) -> bool {
         self.tx_status.load(Relaxed) != b'I'
+    }
+
+    /// The hook lets the `Parse` it is judging through, but wants to see
+    /// these parameters' values at each `Bind` of that statement.
+    pub fn check_binds(&self, params: Vec<i32>) {
+        *self.bind_check.lock().unwrap() = Some(params);
+        self.bind_check_set.store(true, Relaxed);
+    }
+
+    /// What the hook asked about the `Parse` just judged (no lock unless it did).
+    pub(crate) fn take_bind_check(&self) -> Option<Vec<i32>> {
+        if !self.bind_check_set.swap(false, Relaxed) {
+            return None;
+        }
+        self.bind_check.lock().unwrap().take()
     }
 
     /// How the session's text is read (the server's latest `client_encoding`).

@@ -40,6 +40,44 @@ pub fn parse_query_bytes(body: &[u8]) -> Result<&[u8], WireError> {
     Ok(query)
 }
 
+/// The name of the statement a `Parse` prepares (bytes: any encoding).
+pub fn parse_statement_name(body: &[u8]) -> Result<&[u8], WireError> {
+    Reader::new(body).cbytes("statement name")
+}
+
+/// A `Bind`: the statement it binds and its parameter values (`None`: NULL),
+/// in whatever format the client sent them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Bind<'a> {
+    pub statement: &'a [u8],
+    pub params: Vec<Option<&'a [u8]>>,
+}
+
+pub fn bind(body: &[u8]) -> Result<Bind<'_>, WireError> {
+    let mut r = Reader::new(body);
+    r.cbytes("portal name")?;
+    let statement = r.cbytes("statement name")?;
+    let formats = r.i16("parameter format count")?;
+    if formats < 0 {
+        return Err(WireError::Unexpected("negative format count".into()));
+    }
+    r.take(formats as usize * 2, "parameter formats")?;
+    let n = r.i16("parameter count")?;
+    if n < 0 {
+        return Err(WireError::Unexpected("negative parameter count".into()));
+    }
+    let mut params = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let len = i32::from_be_bytes(r.take(4, "parameter length")?.try_into().unwrap());
+        params.push(match len {
+            -1 => None,
+            l if l < 0 => return Err(WireError::Unexpected("negative parameter length".into())),
+            l => Some(r.take(l as usize, "parameter value")?),
+        });
+    }
+    Ok(Bind { statement, params })
+}
+
 /// The parts of `Parse` the gateway needs.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parse<'a> {
