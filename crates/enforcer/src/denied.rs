@@ -6,6 +6,10 @@
 //! answers with the same actionable refusal instead of the bare
 //! "permission denied".
 //!
+//! One look at a time (the admin connection also carries GRANT and REVOKE);
+//! a permission error arriving meanwhile goes to the client as the server
+//! wrote it.
+//!
 //! Only the English messages of `aclcheck_error` are read ("permission denied
 //! for table orders"); with another `lc_messages`, or for anything else, the
 //! server's error goes to the client unchanged.
@@ -76,6 +80,7 @@ ORDER BY r.i";
 /// `None` when no managed role the user may request would allow it.
 pub async fn explain(st: Arc<HookState>, s: Arc<Session>, message: String) -> Option<ErrorFields> {
     let object = object_of(&message)?;
+    let _one = st.explaining.try_acquire().ok()?;
     let gateway = st.gateway()?;
     let db = gateway.databases.get(&s.database)?;
     let candidates: Vec<String> = st

@@ -56,6 +56,10 @@ pub struct HookState {
     /// The gateway serving with this hook (set once it is bound), for looks
     /// into the databases when PostgreSQL refuses something.
     pub gateway: std::sync::OnceLock<std::sync::Weak<proxy::Shared>>,
+    /// One look into the catalog for a refused statement at a time: the admin
+    /// connection also carries GRANT and REVOKE, which a flood of permission
+    /// errors must not hold up (the others get the server's error as is).
+    pub explaining: tokio::sync::Semaphore,
     alerts: crate::alerts::Alerts,
     cache: Cache,
     baseline: HashMap<String, BTreeSet<String>>,
@@ -90,6 +94,7 @@ impl HookState {
             managed_objects: RwLock::new(HashMap::new()),
             reconcile_requested: AtomicBool::new(false),
             gateway: std::sync::OnceLock::new(),
+            explaining: tokio::sync::Semaphore::new(1),
             cache: Cache::new(10_000),
             baseline,
         }
