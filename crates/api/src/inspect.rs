@@ -27,6 +27,11 @@ pub trait Inspector: Send + Sync {
     ) -> Result<BlastRadius, String>;
     /// Logins with standing privileged access: `{"login", "why": [...]}` objects.
     async fn scan(&self, database: &str) -> Result<Vec<Value>, String>;
+    /// Rules the database does not back: `{"rule", "gaps": [...], "revoke":
+    /// [...]}` objects (see `jitgate policy check --live`).
+    async fn unbacked_rules(&self, _database: &str) -> Result<Vec<Value>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// Recent previews by request id (a minute each, at most 1,000).

@@ -454,3 +454,49 @@ async fn an_open_event_stream_never_holds_up_a_shutdown() {
         .unwrap()
         .unwrap();
 }
+
+/// An inspector with one database whose rule[0] PUBLIC can already do.
+struct OneUnbackedRule;
+
+#[async_trait::async_trait]
+impl api::inspect::Inspector for OneUnbackedRule {
+    async fn blast_radius(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<api::inspect::BlastRadius, String> {
+        Err("not here".into())
+    }
+    async fn scan(&self, _: &str) -> Result<Vec<serde_json::Value>, String> {
+        Ok(Vec::new())
+    }
+    async fn unbacked_rules(&self, _: &str) -> Result<Vec<serde_json::Value>, String> {
+        Ok(vec![json!({
+            "rule": "rule[0] (write on public.* -> app_write)",
+            "gaps": ["PUBLIC can UPDATE public.notes"],
+            "revoke": ["REVOKE UPDATE ON TABLE public.notes FROM PUBLIC;"],
+        })])
+    }
+}
+
+#[tokio::test]
+async fn the_scan_page_shows_rules_the_database_does_not_back() {
+    let api = Api::start().await;
+    let _ = api
+        .state
+        .inspector
+        .set(std::sync::Arc::new(OneUnbackedRule));
+    let carol = ui_login(&api, "carol").await;
+    let scan = get(&api, "/ui/scan", &carol).await;
+    assert_eq!(scan.status, StatusCode::OK);
+    for part in [
+        "Rules the database does not back",
+        "rule[0] (write on public.* -&#62; app_write)",
+        "PUBLIC can UPDATE public.notes",
+        "REVOKE UPDATE ON TABLE public.notes FROM PUBLIC;",
+    ] {
+        assert!(scan.body.contains(part), "{part} missing: {}", scan.body);
+    }
+}

@@ -174,4 +174,19 @@ impl api::inspect::Inspector for DbInspector {
     async fn scan(&self, database: &str) -> Result<Vec<Value>, String> {
         enforcer::inspect::scan(&self.0, database).await
     }
+
+    async fn unbacked_rules(&self, database: &str) -> Result<Vec<Value>, String> {
+        let checked = enforcer::backing::check_live(&self.0, database).await?;
+        Ok(checked
+            .iter()
+            .filter(|r| !r.backed())
+            .map(|r| {
+                serde_json::json!({
+                    "rule": format!("rule[{}] ({})", r.index, r.rule),
+                    "gaps": r.gaps.iter().map(|g| format!("{} can {} {}", g.principal, g.privilege, g.object)).collect::<Vec<_>>(),
+                    "revoke": r.gaps.iter().flat_map(|g| g.revoke.clone()).collect::<Vec<_>>(),
+                })
+            })
+            .collect())
+    }
 }

@@ -424,8 +424,31 @@ pub async fn scan(State(state): S, u: UiUser) -> Response {
             ),
             Err(e) => (Vec::new(), Some(e)),
         };
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let unbacked = match state.inspector.get() {
+            Some(i) => i.unbacked_rules(&db.name).await.unwrap_or_default(),
+            None => Vec::new(),
+        }
+        .iter()
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap_or("?").to_string(),
+                strings(&r["gaps"]).join("; "),
+                strings(&r["revoke"]).join(" "),
+            )
+        })
+        .collect();
         databases.push(ScanDb {
             name: db.name.clone(),
+            unbacked,
             rows,
             error,
         });

@@ -227,6 +227,9 @@ pub struct ScanDb {
     pub name: String,
     pub rows: Vec<(String, String)>,
     pub error: Option<String>,
+    /// Rules the database does not back: (rule, what baseline roles or
+    /// PUBLIC can do, the REVOKEs that would back it).
+    pub unbacked: Vec<(String, String, String)>,
 }
 
 #[derive(Template)]
