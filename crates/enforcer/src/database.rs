@@ -11,15 +11,20 @@ pub struct Membership {
     pub login_role: String,
 }
 
+/// Runs `sql` (one or more statements) as the admin role.
+async fn execute(admin: &Admin, sql: &str) -> Result<(), ProvisionError> {
+    admin
+        .with_client(async |c| Ok(c.batch_execute(sql).await?))
+        .await
+}
+
 pub async fn grant(admin: &Admin, m: &Membership) -> Result<(), ProvisionError> {
     let sql = format!(
         "GRANT {} TO {}",
         quote_ident(&m.role),
         quote_ident(&m.login_role)
     );
-    admin
-        .with_client(async |c| Ok(c.batch_execute(&sql).await?))
-        .await
+    execute(admin, &sql).await
 }
 
 /// Revokes all of `ms` in one round trip (1,000 grants ending in the same
@@ -38,9 +43,7 @@ pub async fn revoke(admin: &Admin, ms: &[Membership]) -> Result<(), ProvisionErr
             )
         })
         .collect();
-    admin
-        .with_client(async |c| Ok(c.batch_execute(&sql).await?))
-        .await
+    execute(admin, &sql).await
 }
 
 /// Memberships of any of `roles` held by roles named `<prefix>...` (login roles).
@@ -167,9 +170,7 @@ pub async fn revoke_direct(
             "REVOKE ALL ON {} {} FROM {grantee} CASCADE",
             p.object_kind, p.object
         );
-        let r = admin
-            .with_client(async |c| Ok(c.batch_execute(&sql).await?))
-            .await;
+        let r = execute(admin, &sql).await;
         out.push((p.clone(), r));
     }
     out
@@ -211,9 +212,7 @@ pub async fn reset_settings(
         ),
         None => format!("ALTER ROLE {} RESET ALL", quote_ident(login_role)),
     };
-    admin
-        .with_client(async |c| Ok(c.batch_execute(&sql).await?))
-        .await
+    execute(admin, &sql).await
 }
 
 /// Login roles (`prefix...`) that exist in the cluster.
@@ -234,9 +233,7 @@ pub async fn login_roles(admin: &Admin, prefix: &str) -> Result<Vec<String>, Pro
 /// serves: nobody can log in as it.
 pub async fn disable_password(admin: &Admin, login_role: &str) -> Result<(), ProvisionError> {
     let sql = format!("ALTER ROLE {} PASSWORD NULL", quote_ident(login_role));
-    admin
-        .with_client(async |c| Ok(c.batch_execute(&sql).await?))
-        .await
+    execute(admin, &sql).await
 }
 
 /// The relations, routines and schemas that any of `roles` owns.
@@ -307,7 +304,5 @@ pub async fn reset_identity_default(
         ),
         None => format!("ALTER ROLE ALL RESET {}", quote_ident(name)),
     };
-    admin
-        .with_client(async |c| Ok(c.batch_execute(&sql).await?))
-        .await
+    execute(admin, &sql).await
 }

@@ -112,9 +112,13 @@ impl Enforcer {
                 let user = &login_role[prefix.len()..];
                 if self.hook.config.user(user).is_some() {
                     // A role that cannot be used (say it has CREATEROLE now)
-                    // is refused at the user's connection, with the reason.
+                    // is refused at the user's connection, with the reason;
+                    // meanwhile nobody logs in with an old password (fail closed).
                     if let Err(e) = self.gateway.login_roles.ensure(&db.name, admin, user).await {
-                        tracing::warn!(%login_role, error = %e, "cannot set a fresh password");
+                        tracing::warn!(%login_role, error = %e, "cannot set a fresh password; taking the old one away");
+                        if let Err(e) = database::disable_password(admin, &login_role).await {
+                            tracing::error!(%login_role, error = %e, "cannot take the login role's password away");
+                        }
                     }
                 } else {
                     database::disable_password(admin, &login_role)

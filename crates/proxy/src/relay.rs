@@ -39,7 +39,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use wire::backend::{self, error_code_and_message, ErrorFields};
-use wire::encoding::ClientEncoding;
 use wire::{frontend, tag, Header, WireError};
 
 const MARKER_PREFIX: &str = "jitgate_refused_";
@@ -104,39 +103,6 @@ pub struct Relay<'a> {
     pub session: &'a Arc<Session>,
     pub hook: &'a dyn StatementHook,
     pub limits: &'a Limits,
-}
-
-/// The error for a text the gateway cannot read in the session's encoding:
-/// PostgreSQL's own for invalid UTF8, a clear refusal for encodings no parser
-/// outside the server can lex.
-fn unreadable(encoding: ClientEncoding, bytes: &[u8]) -> ErrorFields {
-    match encoding {
-        ClientEncoding::Unsafe => ErrorFields::error(
-            "0A000",
-            "jitgate cannot read statements in this session's client_encoding: its \
-             characters may contain quote or backslash bytes, which no parser outside the \
-             server can lex safely",
-        )
-        .with_hint("use UTF8, or a single-byte or EUC encoding (SET client_encoding = 'UTF8')"),
-        _ => {
-            let at = std::str::from_utf8(bytes)
-                .err()
-                .map(|e| e.valid_up_to())
-                .unwrap_or(0);
-            let shown: Vec<String> = bytes[at..]
-                .iter()
-                .take(2)
-                .map(|b| format!("0x{b:02x}"))
-                .collect();
-            ErrorFields::error(
-                "22021",
-                format!(
-                    "invalid byte sequence for encoding \"UTF8\": {}",
-                    shown.join(" ")
-                ),
-            )
-        }
-    }
 }
 
 fn violation(e: WireError) -> ErrorFields {
@@ -232,7 +198,7 @@ impl Relay<'_> {
                 let encoding = self.session.encoding();
                 let bytes = frontend::query_bytes(body).map_err(violation)?;
                 let Some(text) = encoding.decode(bytes) else {
-                    let marker = self.refusal(p, unreadable(encoding, bytes), syncs);
+                    let marker = self.refusal(p, encoding.unreadable(bytes), syncs);
                     frontend::write_query(&mut out, &format!("EXECUTE {marker}"));
                     return Ok(Some(out));
                 };
@@ -255,11 +221,11 @@ impl Relay<'_> {
             }
             tag::PARSE => {
                 let encoding = self.session.encoding();
-                let bytes = frontend::parse_query_bytes(body).map_err(violation)?;
-                let name = frontend::parse_statement_name(body).map_err(violation)?;
-                let verdict = match encoding.decode(bytes) {
+                let parse = frontend::parse(body).map_err(violation)?;
+                let name = parse.statement;
+                let verdict = match encoding.decode(parse.query) {
                     Some(text) => self.ask(Statement::Parse(&text), pending).await,
-                    None => Verdict::Refuse(unreadable(encoding, bytes)),
+                    None => Verdict::Refuse(encoding.unreadable(parse.query)),
                 };
                 // The hook may want to see this statement's Binds.
                 match (&verdict, self.session.take_bind_check()) {

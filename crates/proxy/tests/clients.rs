@@ -196,12 +196,11 @@ with psycopg.connect(dsn, autocommit=True) as conn:
     print(user, cur.fetchone()[0])
 "#;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn psycopg3_from_python() {
-    let gw = TestGateway::start().await;
+/// Runs a Python `script` with alice's connection string through `gw`.
+fn python(script: &str, gw: &TestGateway) -> (Output, String) {
     let out = tokio::task::block_in_place(|| {
         Command::new("python3")
-            .args(["-c", PSYCOPG])
+            .args(["-c", script])
             .arg(format!(
                 "host=127.0.0.1 port={} dbname=app user=alice password={ALICE_PW}",
                 gw.addr.port()
@@ -210,6 +209,13 @@ async fn psycopg3_from_python() {
             .unwrap()
     });
     let t = text(&out);
+    (out, t)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psycopg3_from_python() {
+    let gw = TestGateway::start().await;
+    let (out, t) = python(PSYCOPG, &gw);
     assert!(
         out.status.success(),
         "psycopg failed (is it installed? .ci/run installs it): {t}"
@@ -240,17 +246,7 @@ with psycopg.connect(sys.argv[1], autocommit=True) as conn:
 #[tokio::test(flavor = "multi_thread")]
 async fn latin9_text_goes_both_ways() {
     let gw = TestGateway::start().await;
-    let out = tokio::task::block_in_place(|| {
-        Command::new("python3")
-            .args(["-c", PSYCOPG_LATIN9])
-            .arg(format!(
-                "host=127.0.0.1 port={} dbname=app user=alice password={ALICE_PW}",
-                gw.addr.port()
-            ))
-            .output()
-            .unwrap()
-    });
-    let t = text(&out);
+    let (out, t) = python(PSYCOPG_LATIN9, &gw);
     assert!(out.status.success() && t.contains("latin9 ok"), "{t}");
 }
 

@@ -16,6 +16,7 @@
 //! `\` bytes inside a character: no parser outside the server can lex them
 //! safely, so they are refused.
 
+use crate::backend::ErrorFields;
 use std::borrow::Cow;
 
 /// How the gateway reads a session's text.
@@ -89,6 +90,38 @@ impl ClientEncoding {
         }
     }
 
+    /// The error for `bytes` [`Self::decode`] could not read: PostgreSQL's
+    /// own for invalid UTF8, a clear refusal for an encoding no parser outside
+    /// the server can lex.
+    pub fn unreadable(self, bytes: &[u8]) -> ErrorFields {
+        if self == ClientEncoding::Unsafe {
+            return ErrorFields::error(
+                "0A000",
+                "jitgate cannot read statements in this session's client_encoding: its \
+                 characters may contain quote or backslash bytes, which no parser outside the \
+                 server can lex safely",
+            )
+            .with_hint(
+                "use UTF8, or a single-byte or EUC encoding (SET client_encoding = 'UTF8')",
+            );
+        }
+        let at = std::str::from_utf8(bytes)
+            .err()
+            .map_or(0, |e| e.valid_up_to());
+        let shown: Vec<String> = bytes[at..]
+            .iter()
+            .take(2)
+            .map(|b| format!("0x{b:02x}"))
+            .collect();
+        ErrorFields::error(
+            "22021",
+            format!(
+                "invalid byte sequence for encoding \"UTF8\": {}",
+                shown.join(" ")
+            ),
+        )
+    }
+
     /// The bytes of `text` (from [`Self::decode`]) in this encoding.
     pub fn encode(self, text: &str) -> Cow<'_, [u8]> {
         match self {
@@ -129,5 +162,9 @@ mod tests {
         assert!(ClientEncoding::Utf8.decode(latin9).is_none());
         assert!(ClientEncoding::Unsafe.decode(b"SELECT 1").is_none());
         assert!(matches!(enc.decode(b"SELECT 1"), Some(Cow::Borrowed(_))));
+        let e = ClientEncoding::Utf8.unreadable(b"SELECT '\xe9'");
+        assert_eq!(e.code, "22021");
+        assert!(e.message.ends_with("0xe9 0x27"), "{}", e.message);
+        assert_eq!(ClientEncoding::Unsafe.unreadable(b"x").code, "0A000");
     }
 }

@@ -4,16 +4,6 @@
 use crate::frame::{Reader, WireError};
 use bytes::{BufMut, BytesMut};
 
-/// `Query`: the SQL text (possibly several statements).
-pub fn query_text(body: &[u8]) -> Result<&str, WireError> {
-    let mut r = Reader::new(body);
-    let text = r.cstr("query text")?;
-    if !r.is_empty() {
-        return Err(WireError::Unexpected("bytes after Query text".into()));
-    }
-    Ok(text)
-}
-
 /// The text of a `Query`, as bytes in the session's client encoding.
 pub fn query_bytes(body: &[u8]) -> Result<&[u8], WireError> {
     let mut r = Reader::new(body);
@@ -22,27 +12,6 @@ pub fn query_bytes(body: &[u8]) -> Result<&[u8], WireError> {
         return Err(WireError::Unexpected("bytes after Query text".into()));
     }
     Ok(text)
-}
-
-/// The query text of a `Parse`, as bytes in the session's client encoding.
-pub fn parse_query_bytes(body: &[u8]) -> Result<&[u8], WireError> {
-    let mut r = Reader::new(body);
-    r.cbytes("statement name")?;
-    let query = r.cbytes("query text")?;
-    let n = r.i16("parameter type count")?;
-    if n < 0 {
-        return Err(WireError::Unexpected("negative parameter count".into()));
-    }
-    r.take(n as usize * 4, "parameter types")?;
-    if !r.is_empty() {
-        return Err(WireError::Unexpected("bytes after Parse".into()));
-    }
-    Ok(query)
-}
-
-/// The name of the statement a `Parse` prepares (bytes: any encoding).
-pub fn parse_statement_name(body: &[u8]) -> Result<&[u8], WireError> {
-    Reader::new(body).cbytes("statement name")
 }
 
 /// A `Bind`: the statement it binds and its parameter values (`None`: NULL),
@@ -78,18 +47,18 @@ pub fn bind(body: &[u8]) -> Result<Bind<'_>, WireError> {
     Ok(Bind { statement, params })
 }
 
-/// The parts of `Parse` the gateway needs.
+/// The parts of `Parse` the gateway needs, as bytes in the session's client
+/// encoding (the caller decodes them; see [`crate::encoding`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parse<'a> {
-    pub statement: &'a str,
-    pub query: &'a str,
+    pub statement: &'a [u8],
+    pub query: &'a [u8],
 }
 
-/// `Parse`: statement name, query text, parameter type OIDs (validated, not returned).
 pub fn parse(body: &[u8]) -> Result<Parse<'_>, WireError> {
     let mut r = Reader::new(body);
-    let statement = r.cstr("statement name")?;
-    let query = r.cstr("query text")?;
+    let statement = r.cbytes("statement name")?;
+    let query = r.cbytes("query text")?;
     let n = r.i16("parameter type count")?;
     if n < 0 {
         return Err(WireError::Unexpected("negative parameter count".into()));
@@ -149,9 +118,9 @@ mod tests {
 
     #[test]
     fn reads_query_text() {
-        assert_eq!(query_text(b"SELECT 1\0").unwrap(), "SELECT 1");
-        assert!(query_text(b"SELECT 1").is_err());
-        assert!(query_text(b"SELECT 1\0junk").is_err());
+        assert_eq!(query_bytes(b"SELECT 1\0").unwrap(), b"SELECT 1");
+        assert!(query_bytes(b"SELECT 1").is_err());
+        assert!(query_bytes(b"SELECT 1\0junk").is_err());
     }
 
     #[test]
@@ -160,8 +129,8 @@ mod tests {
         body.extend_from_slice(&1i16.to_be_bytes());
         body.extend_from_slice(&23i32.to_be_bytes());
         let p = parse(&body).unwrap();
-        assert_eq!(p.statement, "s1");
-        assert_eq!(p.query, "SELECT $1");
+        assert_eq!(p.statement, b"s1");
+        assert_eq!(p.query, b"SELECT $1");
     }
 
     #[test]
@@ -193,7 +162,7 @@ mod tests {
         write_query(&mut b, "SELECT 1");
         let h = crate::Header::parse(&b, 100).unwrap().unwrap();
         assert_eq!(h.frame_len(), b.len());
-        assert_eq!(query_text(&b[5..]).unwrap(), "SELECT 1");
+        assert_eq!(query_bytes(&b[5..]).unwrap(), b"SELECT 1");
         let mut d = BytesMut::new();
         write_describe_statement(&mut d, "x");
         assert_eq!(&d[..], b"D\0\0\0\x07Sx\0");
