@@ -515,6 +515,8 @@ impl Enforcer {
                 .write()
                 .unwrap()
                 .insert(db.name.clone(), Arc::new(owned));
+            // DDL made outside the gateway may have moved privileges.
+            self.hook.looks.invalidate();
             // Privileges handed to login roles or PUBLIC on the managed roles'
             // objects outlive every grant: take them back.
             let direct = database::direct_privileges(admin, &managed, &prefix)

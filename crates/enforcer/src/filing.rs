@@ -58,13 +58,28 @@ pub fn missing_grant(
 
 /// The refusal for a statement PostgreSQL refused (see [`crate::denied`]):
 /// the request for `role` filed or reused, and the same message as a refusal
-/// the gateway predicted. In `hold` mode too: the statement already failed.
+/// the gateway predicted (in `hold` mode too, when the statement cannot run
+/// again: see [`hold_refused`]).
 pub async fn explain_refusal(st: &HookState, s: &Session, text: &str, role: &str) -> ErrorFields {
     let err = match file(st, s, text, role, false).await {
         Ok(filed) => rejection(st, &filed, s, role, false),
         Err(err) => err,
     };
     st.refuse(s, text, "unknown", Some(role), err, true)
+}
+
+/// `hold` mode for a statement PostgreSQL refused that the relay can run
+/// again: the request filed or reused, then held as a predicted refusal is.
+pub async fn hold_refused(
+    st: &Arc<HookState>,
+    s: &Arc<Session>,
+    text: &str,
+    role: &str,
+) -> Verdict {
+    match file(st, s, text, role, false).await {
+        Ok(filed) => hold(st, s, text, ActionKind::Unknown, role, false, &filed).await,
+        Err(err) => Verdict::Refuse(st.refuse(s, text, "unknown", Some(role), err, true)),
+    }
 }
 
 /// An approval lands in the store a moment before the enforcer has granted

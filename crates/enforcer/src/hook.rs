@@ -16,7 +16,7 @@ use crate::audit::{AuditSink, StatementRecord};
 use crate::cache::{Cache, Classified};
 use crate::grants::GrantTable;
 use config::Config;
-use policy::classify::{classify, is_identity_value, Action, PreparedOp};
+use policy::classify::{classify, is_identity_value, Action, ActionKind, PreparedOp};
 use policy::privilege::ManagedObjects;
 use policy::rules::{Rules, Verdict as RuleVerdict};
 use policy::{Clock, Policy, Time};
@@ -60,6 +60,8 @@ pub struct HookState {
     /// connection also carries GRANT and REVOKE, which a flood of permission
     /// errors must not hold up (the others get the server's error as is).
     pub explaining: tokio::sync::Semaphore,
+    /// What those looks found (see [`crate::denied::Looks`]).
+    pub looks: crate::denied::Looks,
     alerts: crate::alerts::Alerts,
     cache: Cache,
     baseline: HashMap<String, BTreeSet<String>>,
@@ -95,6 +97,7 @@ impl HookState {
             reconcile_requested: AtomicBool::new(false),
             gateway: std::sync::OnceLock::new(),
             explaining: tokio::sync::Semaphore::new(1),
+            looks: Default::default(),
             cache: Cache::new(10_000),
             baseline,
         }
@@ -391,14 +394,23 @@ impl StatementHook for PolicyHook {
     fn explain_denied(
         &self,
         session: &Arc<Session>,
-        message: &str,
+        denied: proxy::Denied<'_>,
     ) -> Option<proxy::hook::ExplainFuture> {
-        crate::denied::object_of(message)?;
+        crate::denied::object_of(denied.message)?;
+        let refused = crate::denied::Refused {
+            message: denied.message.to_string(),
+            statement: denied.statement.map(str::to_string),
+            rerunnable: denied.rerunnable,
+        };
         Some(Box::pin(crate::denied::explain(
             self.state.clone(),
             session.clone(),
-            message.to_string(),
+            refused,
         )))
+    }
+
+    fn runs_again(&self, _session: &Arc<Session>) -> bool {
+        self.state.config.gateway.on_missing_grant == config::OnMissingGrant::Hold
     }
 
     fn check(&self, session: &Arc<Session>, statement: Statement<'_>) -> Check {
@@ -492,6 +504,10 @@ impl StatementHook for PolicyHook {
             }
             _ => action,
         };
+        if matches!(action.kind, ActionKind::Ddl | ActionKind::Privilege) {
+            // Who may do what is changing: earlier looks may be stale.
+            st.looks.invalidate();
+        }
         let check = self.verdict(session, statement, action);
         if action.prepared.is_none() {
             return check;

@@ -343,3 +343,118 @@ async fn with_the_store_down_grants_still_end_on_time_and_nothing_new_is_filed()
     assert!(recorded, "the refusal is recorded once the store is back");
     j.stop().await;
 }
+
+/// A function whose write no rule foresees: only PostgreSQL can refuse it.
+fn unforeseen_write(name: &str) {
+    cluster()
+        .psql(
+            "app",
+            &format!(
+                "CREATE OR REPLACE FUNCTION {name}(i int) RETURNS int LANGUAGE plpgsql AS $$
+                 BEGIN
+                   RAISE NOTICE '{name} %', i;
+                   UPDATE orders SET total = total + 1 WHERE id = i;
+                   RETURN i;
+                 END $$;"
+            ),
+        )
+        .unwrap();
+}
+
+fn total(id: i32) -> i32 {
+    cluster()
+        .psql("app", &format!("SELECT total FROM orders WHERE id = {id}"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_statement_postgresql_refused_is_held_and_runs_once_approved() {
+    unforeseen_write("bump_held");
+    let j = Jitgate::start_text(
+        &config_without_rules("on_missing_grant = \"hold\"\nhold_timeout = \"20s\""),
+        None,
+    )
+    .await;
+    let (alice, mut notices) = j.connect("alice").await;
+    let alice = std::sync::Arc::new(alice);
+    // Simple protocol, then extended with an unnamed statement.
+    for (round, id) in [(1, 60), (2, 61)] {
+        let before = total(id);
+        let a = alice.clone();
+        let run = tokio::spawn(async move {
+            if round == 1 {
+                a.simple_query(&format!("SELECT bump_held({id})"))
+                    .await
+                    .map(|_| ())
+            } else {
+                a.query_typed(
+                    "SELECT bump_held($1)",
+                    &[(&id, tokio_postgres::types::Type::INT4)],
+                )
+                .await
+                .map(|rows| assert_eq!(rows[0].get::<_, i32>(0), id))
+            }
+        });
+        // The first attempt's notice never reaches the client: it sees one
+        // statement, which ran once. (Round 2 first hears round 1's grant end.)
+        let mut notice = String::new();
+        for _ in 0..3 {
+            notice = tokio::time::timeout(Duration::from_secs(5), notices.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if !notice.contains("has revoked") {
+                break;
+            }
+        }
+        assert!(notice.contains("holding this statement"), "{notice}");
+        if round == 1 {
+            let pending = j.pending().await;
+            assert_eq!(pending.len(), 1);
+            assert_eq!(pending[0].trigger.as_deref(), Some("SELECT bump_held(60)"));
+            j.approve(pending[0].id, "bob").await;
+        } else {
+            // The grant of round 1 was given back meanwhile (below).
+            let pending = j.pending().await;
+            assert_eq!(pending.len(), 1);
+            j.approve(pending[0].id, "bob").await;
+        }
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let notice = notices.recv().await.unwrap();
+        assert_eq!(notice, format!("bump_held {id}"));
+        assert!(notices.try_recv().is_err(), "one run, one notice");
+        assert_eq!(total(id), before + 1, "ran exactly once");
+        // Give the grant back for the next round.
+        for g in j
+            .store
+            .grants(&store::GrantFilter {
+                user: Some("alice".into()),
+                active_only: true,
+            })
+            .await
+            .unwrap()
+        {
+            j.revoke(g.id).await;
+        }
+        assert!(j.until(Duration::from_secs(5), || !j.member("alice")).await);
+    }
+    // Inside a transaction block the refused statement already aborted it:
+    // explained at once, request filed, nothing held.
+    alice.batch_execute("BEGIN").await.unwrap();
+    let e = alice
+        .batch_execute("SELECT bump_held(62)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(message(&e).contains("filed request"), "{e}");
+    alice.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(j.pending().await.len(), 1);
+    j.stop().await;
+}

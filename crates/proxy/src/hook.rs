@@ -71,19 +71,54 @@ impl From<Verdict> for Check {
     }
 }
 
-/// The hook's own error for one the database sent, once it has looked.
-pub type ExplainFuture = Pin<Box<dyn Future<Output = Option<ErrorFields>> + Send + 'static>>;
+/// A permission error (SQLSTATE 42501) PostgreSQL sent for a statement the
+/// hook let through.
+#[derive(Debug, Clone, Copy)]
+pub struct Denied<'a> {
+    /// The message as the server wrote it.
+    pub message: &'a str,
+    /// The statement's text, when the relay kept it.
+    pub statement: Option<&'a str>,
+    /// The failed attempt left nothing behind and the client saw nothing of
+    /// it: the relay can run it again (see `rerun.rs`).
+    pub rerunnable: bool,
+}
+
+/// The hook's answer to a [`Denied`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Explained {
+    /// Its own error in place of the server's.
+    Refuse(ErrorFields),
+    /// Now allowed (a request was approved while the statement was held):
+    /// the relay runs it again. Only for a `rerunnable` one.
+    RunAgain,
+}
+
+/// The hook's answer to a [`Denied`], once it has looked.
+pub type ExplainFuture = Pin<Box<dyn Future<Output = Option<Explained>> + Send + 'static>>;
 
 pub trait StatementHook: Send + Sync + 'static {
     fn check(&self, session: &Arc<Session>, statement: Statement<'_>) -> Check;
 
     /// PostgreSQL refused a statement the hook let through for lack of a
-    /// privilege (SQLSTATE 42501, `message` as the server wrote it). The hook
-    /// may look (the catalog, filing a request) and answer with its own error
-    /// in its place; `None`, or no answer within a few seconds: the server's
-    /// error goes to the client as it is. The database enforced either way.
-    fn explain_denied(&self, _session: &Arc<Session>, _message: &str) -> Option<ExplainFuture> {
+    /// privilege. The hook may look (the catalog, filing a request) and
+    /// answer with its own error in its place, or, for a `rerunnable` one,
+    /// hold it until it may run again; `None`, or no answer within a few
+    /// seconds (when not rerunnable): the server's error goes to the client
+    /// as it is. The database enforced either way.
+    fn explain_denied(
+        &self,
+        _session: &Arc<Session>,
+        _denied: Denied<'_>,
+    ) -> Option<ExplainFuture> {
         None
+    }
+
+    /// Whether the relay should keep each statement a session sends while
+    /// idle, to run it again after a [`Explained::RunAgain`] (costs a copy
+    /// of the statement; only worth it when the hook holds statements).
+    fn runs_again(&self, _session: &Arc<Session>) -> bool {
+        false
     }
 }
 

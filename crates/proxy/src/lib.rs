@@ -29,6 +29,7 @@ pub mod hook;
 pub mod login_role;
 pub mod pool;
 pub mod relay;
+pub mod rerun;
 pub mod scram;
 pub mod session;
 pub mod sessions;
@@ -38,7 +39,9 @@ pub mod stream;
 pub mod tls;
 pub mod upstream;
 
-pub use hook::{AllowAll, Check, Statement, StatementHook, Verdict, VerdictFuture};
+pub use hook::{
+    AllowAll, Check, Denied, Explained, Statement, StatementHook, Verdict, VerdictFuture,
+};
 pub use sessions::{Notes, Session, Sessions};
 
 use cancel::CancelRegistry;

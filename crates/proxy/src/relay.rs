@@ -27,7 +27,8 @@
 //! client side swaps that error for the hook's error on its way out. No
 //! statement text the hook refused ever reaches the server.
 
-use crate::hook::{Check, Statement, StatementHook, Verdict};
+use crate::hook::{Check, Denied, Explained, Statement, StatementHook, Verdict};
+use crate::rerun::{Rerun, ServerStep};
 use crate::sessions::{Session, SessionIo};
 use crate::split;
 use crate::stream::{ReadHalf, Stream, WriteHalf};
@@ -90,6 +91,15 @@ struct Progress {
     server_fatal: AtomicBool,
     has_refusals: AtomicBool,
     refusals: Mutex<Vec<Refusal>>,
+    /// Whether statements are kept to be run again (see `rerun.rs`).
+    reruns: bool,
+    rerun: Mutex<Rerun>,
+    /// A refused statement is held: the client's next messages wait.
+    held: AtomicBool,
+    /// Set when a held statement is to be sent again; `wake` tells the
+    /// client → server side, which owns the server's write half.
+    resend: Mutex<Option<BytesMut>>,
+    wake: tokio::sync::Notify,
 }
 
 struct Refusal {
@@ -120,6 +130,7 @@ impl Relay<'_> {
         let progress = Progress {
             last_status: AtomicU8::new(b'I'),
             backend_clean: AtomicBool::new(true),
+            reruns: self.hook.runs_again(self.session),
             ..Progress::default()
         };
         let (cr, cw) = client.split();
@@ -202,7 +213,9 @@ impl Relay<'_> {
                     frontend::write_query(&mut out, &format!("EXECUTE {marker}"));
                     return Ok(Some(out));
                 };
+                let mut count = 0;
                 for (offset, stmt) in split::statements(&text) {
+                    count += 1;
                     if let Verdict::Refuse(mut err) =
                         self.ask(Statement::Simple(stmt), pending).await
                     {
@@ -217,6 +230,10 @@ impl Relay<'_> {
                         frontend::write_query_bytes(&mut out, &sql);
                         return Ok(Some(out));
                     }
+                }
+                if p.reruns && count != 1 {
+                    // Another statement of it might commit: never run twice.
+                    p.rerun.lock().unwrap().spoil();
                 }
             }
             tag::PARSE => {
@@ -311,20 +328,17 @@ impl Relay<'_> {
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK);
             }
-            let read = if passthrough > 0 || !buf.is_empty() {
-                tokio::time::timeout(self.limits.message_timeout, client.read_buf(&mut buf))
-                    .await
-                    .map_err(|_| {
-                        Ending::ClientViolation(ErrorFields::fatal(
-                            "08P01",
-                            format!(
-                                "client stopped sending in the middle of a message for {:?}",
-                                self.limits.message_timeout
-                            ),
-                        ))
-                    })?
+            let mid_message = passthrough > 0 || !buf.is_empty();
+            let read = if p.reruns {
+                tokio::select! {
+                    _ = p.wake.notified() => {
+                        self.resend(&mut server, p, &mut syncs).await?;
+                        continue;
+                    }
+                    r = self.read_client(&mut client, &mut buf, mid_message) => r?,
+                }
             } else {
-                client.read_buf(&mut buf).await
+                self.read_client(&mut client, &mut buf, mid_message).await?
             };
             match read {
                 // Gone between messages: the server is in a clean state.
@@ -338,6 +352,10 @@ impl Relay<'_> {
                 }
                 Ok(_) => {}
                 Err(e) => return Err(Ending::ClientIo(e)),
+            }
+            if p.reruns {
+                self.while_held(&mut client, &mut buf, &mut server, p, &mut syncs)
+                    .await?;
             }
             let (mut pos, mut start) = (0usize, 0usize);
             let mut rewritten = false;
@@ -363,10 +381,23 @@ impl Relay<'_> {
                         format!("invalid frontend message type {:?}", h.tag as char),
                     )));
                 }
+                if p.reruns {
+                    let idle = !skipping
+                        && syncs == p.ready_seen.load(Relaxed)
+                        && p.last_status.load(Relaxed) == b'I';
+                    let frame = (end <= buf.len()).then(|| &buf[pos..end]);
+                    p.rerun
+                        .lock()
+                        .unwrap()
+                        .client_message(h.tag, frame, idle, syncs);
+                }
                 if !skipping && (h.tag == tag::BIND || h.tag == tag::EXECUTE) {
                     // While the transaction is poisoned, a statement prepared
                     // earlier must not commit it either: refuse, skip to Sync.
                     if let Some(err) = self.session.poison_error() {
+                        if p.reruns {
+                            p.rerun.lock().unwrap().spoil();
+                        }
                         out.extend_from_slice(&buf[start..pos]);
                         let r = self.refuse_extended(p, err, syncs, &mut skipping);
                         out.extend_from_slice(&r);
@@ -458,6 +489,9 @@ impl Relay<'_> {
                             rewritten = true;
                         }
                         if let Some(r) = replacement {
+                            if p.reruns {
+                                p.rerun.lock().unwrap().spoil();
+                            }
                             out.extend_from_slice(&buf[start..pos]);
                             out.extend_from_slice(&r);
                             start = end;
@@ -506,6 +540,73 @@ impl Relay<'_> {
                 return Ok(());
             }
         }
+    }
+
+    /// One read from the client; a message left half-sent is bounded by
+    /// `message_timeout`.
+    async fn read_client(
+        &self,
+        client: &mut ReadHalf<'_>,
+        buf: &mut BytesMut,
+        mid_message: bool,
+    ) -> Result<std::io::Result<usize>, Ending> {
+        if !mid_message {
+            return Ok(client.read_buf(buf).await);
+        }
+        tokio::time::timeout(self.limits.message_timeout, client.read_buf(buf))
+            .await
+            .map_err(|_| {
+                Ending::ClientViolation(ErrorFields::fatal(
+                    "08P01",
+                    format!(
+                        "client stopped sending in the middle of a message for {:?}",
+                        self.limits.message_timeout
+                    ),
+                ))
+            })
+    }
+
+    /// While the server side holds a refused statement, what the client sends
+    /// next waits (read ahead, to notice the client leaving).
+    async fn while_held(
+        &self,
+        client: &mut ReadHalf<'_>,
+        buf: &mut BytesMut,
+        server: &mut WriteHalf<'_>,
+        p: &Progress,
+        syncs: &mut u64,
+    ) -> Result<(), Ending> {
+        while p.held.load(Relaxed) {
+            tokio::select! {
+                _ = p.wake.notified() => {}
+                r = client.read_buf(buf), if buf.len() < HELD_READ_AHEAD => match r {
+                    Ok(0) | Err(_) => {
+                        return Err(Ending::ClientIo(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "client left while its statement was held",
+                        )))
+                    }
+                    Ok(_) => {}
+                },
+            }
+        }
+        self.resend(server, p, syncs).await
+    }
+
+    /// Sends again a statement the server side released (see `rerun.rs`);
+    /// that side already counted its sync point.
+    async fn resend(
+        &self,
+        server: &mut WriteHalf<'_>,
+        p: &Progress,
+        syncs: &mut u64,
+    ) -> Result<(), Ending> {
+        let Some(segment) = p.resend.lock().unwrap().take() else {
+            return Ok(());
+        };
+        *syncs += 1;
+        self.session.set_busy();
+        server.write_all(&segment).await.map_err(Ending::ServerIo)
     }
 
     async fn backend(
@@ -568,6 +669,86 @@ impl Relay<'_> {
                     }
                 };
                 let end = pos + h.frame_len();
+                if p.reruns
+                    && p.rerun
+                        .lock()
+                        .unwrap()
+                        .answering(p.ready_seen.load(Relaxed))
+                {
+                    // The answer to a statement that may run again: looked
+                    // at whole, perhaps held back (see `rerun.rs`).
+                    if end > buf.len() && h.frame_len() <= INSPECT_ERROR_LIMIT {
+                        buf.reserve(end - buf.len());
+                        break;
+                    }
+                    let whole = (end <= buf.len()).then(|| &buf[pos..end]);
+                    let step = {
+                        let body = whole.map(|f| &f[Header::SIZE..]);
+                        let denied = body
+                            .filter(|b| h.tag == tag::ERROR_RESPONSE && b.starts_with(b"SERROR\0"))
+                            .and_then(|b| error_code_and_message(b).ok())
+                            .filter(|(code, _)| *code == "42501")
+                            .map(|(_, m)| m);
+                        let status = match (h.tag, body) {
+                            (tag::READY_FOR_QUERY, Some(b)) => b.first().copied().unwrap_or(0),
+                            _ => 0,
+                        };
+                        p.rerun.lock().unwrap().server_message(
+                            h.tag,
+                            whole,
+                            p.ready_seen.load(Relaxed),
+                            denied,
+                            status,
+                        )
+                    };
+                    match step {
+                        ServerStep::HoldBack => {
+                            if h.tag == tag::PARAMETER_STATUS {
+                                let body = &buf[pos + Header::SIZE..end];
+                                if let Ok(("client_encoding", v)) = backend::parameter_status(body)
+                                {
+                                    self.session.set_encoding(v);
+                                }
+                            }
+                            out.extend_from_slice(&buf[start..pos]);
+                            start = end;
+                            pos = end;
+                            rewritten = true;
+                            continue;
+                        }
+                        ServerStep::Forward => {
+                            let held = p.rerun.lock().unwrap().release();
+                            if !held.is_empty() {
+                                out.extend_from_slice(&buf[start..pos]);
+                                out.extend_from_slice(&held);
+                                start = pos;
+                                rewritten = true;
+                            }
+                        }
+                        ServerStep::Decide => {
+                            out.extend_from_slice(&buf[start..pos]);
+                            if let Err(e) = client.write_all(&out).await {
+                                return Ending::ClientIo(e);
+                            }
+                            out.clear();
+                            start = pos;
+                            rewritten = true;
+                            match self.decide(p, &mut io, &mut client).await {
+                                Err(ending) => return ending,
+                                // Held back, and the hook's error: before
+                                // the ReadyForQuery, handled below.
+                                Ok(Some(before_ready)) => out.extend_from_slice(&before_ready),
+                                // Sent again: this ReadyForQuery is dropped.
+                                Ok(None) => {
+                                    self.ready(p, b'I');
+                                    start = end;
+                                    pos = end;
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                }
                 let inspect = match h.tag {
                     tag::READY_FOR_QUERY | tag::PARAMETER_STATUS => true,
                     tag::ERROR_RESPONSE => h.body_len <= INSPECT_ERROR_LIMIT,
@@ -599,7 +780,9 @@ impl Relay<'_> {
                         out.clear();
                         start = pos;
                         rewritten = true;
-                        if let Ok(Some(own)) = tokio::time::timeout(EXPLAIN_WAIT, explain).await {
+                        if let Ok(Some(Explained::Refuse(own))) =
+                            tokio::time::timeout(EXPLAIN_WAIT, explain).await
+                        {
                             own.write(&mut out);
                             start = end;
                         }
@@ -653,7 +836,62 @@ impl Relay<'_> {
         if code != "42501" {
             return None;
         }
-        self.hook.explain_denied(self.session, message)
+        let denied = Denied {
+            message,
+            statement: None,
+            rerunnable: false,
+        };
+        self.hook.explain_denied(self.session, denied)
+    }
+
+    /// A statement PostgreSQL refused, which may run again: the hook's
+    /// answer, awaited for as long as it holds the statement (the client's
+    /// next messages wait meanwhile; the gateway's notices go out). `None`:
+    /// sent again; else what goes to the client before the ReadyForQuery.
+    async fn decide(
+        &self,
+        p: &Progress,
+        io: &mut SessionIo,
+        client: &mut WriteHalf<'_>,
+    ) -> Result<Option<BytesMut>, Ending> {
+        let (message, statement) = {
+            let r = p.rerun.lock().unwrap();
+            let (m, text) = r.to_decide().expect("a segment to decide has its error");
+            let text = text.and_then(|t| self.session.encoding().decode(t).map(|c| c.into_owned()));
+            (m.to_string(), text)
+        };
+        let denied = Denied {
+            message: &message,
+            statement: statement.as_deref(),
+            rerunnable: true,
+        };
+        let outcome = match self.hook.explain_denied(self.session, denied) {
+            None => None,
+            Some(f) => {
+                p.held.store(true, Relaxed);
+                self.session.set_holding(true);
+                let o = with_notices(f, io, client).await;
+                self.session.set_holding(false);
+                p.held.store(false, Relaxed);
+                o?
+            }
+        };
+        // The client side goes on (and sends the statement again, if so).
+        p.wake.notify_one();
+        let mut rerun = p.rerun.lock().unwrap();
+        Ok(match outcome {
+            Some(Explained::RunAgain) => {
+                p.sync_points_sent.fetch_add(1, Relaxed);
+                *p.resend.lock().unwrap() = Some(rerun.decided(true));
+                None
+            }
+            Some(Explained::Refuse(err)) => {
+                let mut before_ready = rerun.decided(false);
+                err.write(&mut before_ready);
+                Some(before_ready)
+            }
+            None => Some(rerun.release()),
+        })
     }
 
     /// Notes FATALs; returns the hook's error if this is a refusal's marker error.
@@ -673,6 +911,25 @@ impl Relay<'_> {
         let refusal = list.remove(i);
         p.has_refusals.store(!list.is_empty(), Relaxed);
         Some(refusal.error)
+    }
+}
+
+/// Awaits `f` while the session's notices (the gateway's own, such as "holding
+/// this statement") go to the client.
+async fn with_notices<T>(
+    f: impl std::future::Future<Output = T>,
+    io: &mut SessionIo,
+    client: &mut WriteHalf<'_>,
+) -> Result<T, Ending> {
+    tokio::pin!(f);
+    loop {
+        tokio::select! {
+            o = &mut f => return Ok(o),
+            n = io.notices.recv() => match n {
+                Some(notice) => client.write_all(&notice).await.map_err(Ending::ClientIo)?,
+                None => return Ok(f.await),
+            },
+        }
     }
 }
 
