@@ -102,8 +102,16 @@ pub async fn explain(st: Arc<HookState>, s: Arc<Session>, refused: Refused) -> O
     let role = look(&st, &s, object).await?;
     let text = refused
         .statement
+        .clone()
         .unwrap_or_else(|| format!("<refused by PostgreSQL: {}>", refused.message));
-    if refused.rerunnable && st.config.gateway.on_missing_grant == OnMissingGrant::Hold {
+    // A procedure or DO block may have committed part of its work: running
+    // it again could do that part twice.
+    let rerunnable = refused.rerunnable
+        && refused
+            .statement
+            .as_deref()
+            .is_some_and(|t| !policy::classify::may_commit_inside(t));
+    if rerunnable && st.config.gateway.on_missing_grant == OnMissingGrant::Hold {
         return Some(
             match crate::filing::hold_refused(&st, &s, &text, &role).await {
                 Verdict::Allow => Explained::RunAgain,
@@ -228,11 +236,19 @@ mod tests {
     #[test]
     fn a_look_is_reused_until_ddl_or_a_reconcile() {
         let looks = Looks::default();
-        let key = ("app".into(), "jit_alice".into(), Denied::Relation("orders".into()));
+        let key = (
+            "app".into(),
+            "jit_alice".into(),
+            Denied::Relation("orders".into()),
+        );
         assert_eq!(looks.get(&key), None);
         looks.put(key.clone(), vec!["app_write".into()]);
         assert_eq!(looks.get(&key), Some(vec!["app_write".into()]));
-        let other = ("app".into(), "jit_bob".into(), Denied::Relation("orders".into()));
+        let other = (
+            "app".into(),
+            "jit_bob".into(),
+            Denied::Relation("orders".into()),
+        );
         assert_eq!(looks.get(&other), None, "per login role");
         looks.invalidate();
         assert_eq!(looks.get(&key), None, "stale after DDL");

@@ -445,6 +445,37 @@ async fn a_statement_postgresql_refused_is_held_and_runs_once_approved() {
         }
         assert!(j.until(Duration::from_secs(5), || !j.member("alice")).await);
     }
+    // A procedure may have committed part of its work before the refusal:
+    // explained at once, never run twice.
+    cluster()
+        .psql(
+            "app",
+            "CREATE TABLE IF NOT EXISTS scratch (i int);
+             GRANT INSERT, SELECT ON scratch TO app_read;
+             CREATE OR REPLACE PROCEDURE half_done(i int) LANGUAGE plpgsql AS $$
+             BEGIN
+               INSERT INTO scratch VALUES (i);
+               COMMIT;
+               UPDATE orders SET total = total + 1 WHERE id = i;
+             END $$;",
+        )
+        .unwrap();
+    let e = tokio::time::timeout(
+        Duration::from_secs(5),
+        alice.batch_execute("CALL half_done(63)"),
+    )
+    .await
+    .expect("not held")
+    .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(message(&e).contains("filed request"), "{e}");
+    let done = cluster()
+        .psql("app", "SELECT count(*) FROM scratch WHERE i = 63")
+        .unwrap();
+    assert_eq!(done.trim(), "1");
+    let pending = j.pending().await;
+    assert_eq!(pending.len(), 1);
+    j.deny(pending[0].id, "bob").await;
     // Inside a transaction block the refused statement already aborted it:
     // explained at once, request filed, nothing held.
     alice.batch_execute("BEGIN").await.unwrap();

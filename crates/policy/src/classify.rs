@@ -504,6 +504,21 @@ pub fn is_identity_value(value: &str) -> bool {
     is_identity_setting(value) || value.trim().eq_ignore_ascii_case("client_encoding")
 }
 
+/// Whether `sql` may commit part of its work before failing: `CALL` and `DO`
+/// may run `COMMIT` inside when called outside a transaction block, so their
+/// failure does not mean nothing happened. Unreadable text: assumed so.
+pub fn may_commit_inside(sql: &str) -> bool {
+    let Ok(parsed) = pg_query::parse(sql, 0) else {
+        return true;
+    };
+    parsed.protobuf.stmts.iter().any(|raw| {
+        matches!(
+            raw.stmt.as_ref().and_then(|s| s.node.as_ref()),
+            Some(NodeEnum::DoStmt(_) | NodeEnum::CallStmt(_)) | None
+        )
+    })
+}
+
 /// `SET ROLE r`, `SET SESSION AUTHORIZATION r` and the like. The forms that
 /// return to the login role pass: `RESET ROLE`, `SET ROLE NONE`, `RESET
 /// SESSION AUTHORIZATION`, `SET SESSION AUTHORIZATION DEFAULT`, `RESET ALL`

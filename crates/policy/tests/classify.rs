@@ -259,3 +259,13 @@ fn built_in_functions_that_change_data_are_writes() {
     }
     assert_eq!(classify("SELECT currval('s')").unwrap().kind, Read);
 }
+
+#[test]
+fn procedures_and_do_blocks_may_commit_inside() {
+    use policy::classify::may_commit_inside;
+    assert!(may_commit_inside("CALL tidy()"));
+    assert!(may_commit_inside("do $$ begin commit; end $$"));
+    assert!(may_commit_inside("SELECT ("), "unreadable: assumed so");
+    assert!(!may_commit_inside("SELECT bump(5)"));
+    assert!(!may_commit_inside("UPDATE orders SET total = 1"));
+}
