@@ -71,9 +71,15 @@ pub struct Action {
     /// `set_config($n, ...)`: bound parameters whose values, at Bind, must not
     /// name an identity setting (the relay checks them; see `proxy::relay`).
     pub identity_params: Vec<i32>,
-    /// `SET client_encoding`, `SET NAMES`, `set_config('client_encoding', ...)`:
-    /// the values set (`None` inside: not a constant).
+    /// `SET client_encoding`, `SET NAMES`, `set_config('client_encoding', ...)`,
+    /// a function's `SET` clause: the values set (`None` inside: not a
+    /// constant, or `SET ... FROM CURRENT`).
     pub sets_client_encoding: Vec<Option<String>>,
+    /// The same for `standard_conforming_strings` (see [`crate::lexing`]).
+    pub sets_standard_strings: Vec<Option<String>>,
+    /// Could change how PostgreSQL lexes the session's next statements: it
+    /// sets a lexical setting, or runs code the gateway cannot see into.
+    pub may_change_lexing: bool,
     /// Roles the statement hands objects or default privileges to (`ALTER ...
     /// OWNER TO r`, `REASSIGN OWNED ... TO r`, `CREATE SCHEMA ...
     /// AUTHORIZATION r`, `ALTER DEFAULT PRIVILEGES FOR ROLE r`).
@@ -107,6 +113,8 @@ impl Action {
             holdable_cursor: false,
             sets_reason: None,
             sets_client_encoding: Vec::new(),
+            sets_standard_strings: Vec::new(),
+            may_change_lexing: matches!(kind, ActionKind::Call | ActionKind::Unknown),
             identity_params: Vec::new(),
             owners: BTreeSet::new(),
             prepared: None,
@@ -237,18 +245,6 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         match node {
             // CURSOR_OPT_HOLD = 0x20 (PostgreSQL's parsenodes.h).
             Some(NodeEnum::DeclareCursorStmt(d)) => holdable_cursor |= d.options & 0x20 != 0,
-            Some(NodeEnum::VariableSetStmt(v))
-                if v.name.eq_ignore_ascii_case("client_encoding")
-                    && v.kind == pg_query::protobuf::VariableSetKind::VarSetValue as i32 =>
-            {
-                sets_client_encoding.push(v.args.first().and_then(|a| match &a.node {
-                    Some(NodeEnum::AConst(c)) => match &c.val {
-                        Some(Val::Sval(s)) => Some(s.sval.clone()),
-                        _ => None,
-                    },
-                    _ => None,
-                }));
-            }
             Some(NodeEnum::VariableSetStmt(v)) if v.name.eq_ignore_ascii_case(REASON_SETTING) => {
                 sets_reason = v.args.first().and_then(|a| match &a.node {
                     Some(NodeEnum::AConst(c)) => match &c.val {
@@ -271,8 +267,18 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
     objects.extend(defined.into_iter().map(|(f, _)| f.clone()));
     let mut owners = BTreeSet::new();
     let mut privileges = PrivilegeOps::default();
+    let mut sets_standard_strings = Vec::new();
     for (node, _, _, _) in parsed.protobuf.nodes() {
         privileges.add(node);
+        // `SET`, `SET LOCAL`, and a function's `SET` clause alike.
+        if let NodeRef::VariableSetStmt(v) = node {
+            if let Some(value) = set_value(v, "client_encoding") {
+                sets_client_encoding.push(value);
+            }
+            if let Some(value) = set_value(v, "standard_conforming_strings") {
+                sets_standard_strings.push(value);
+            }
+        }
         if let NodeRef::FuncCall(call) = node {
             match sets_identity(call) {
                 Identity::No => {}
@@ -281,6 +287,9 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
             }
             if let Some(value) = sets_setting(call, "client_encoding") {
                 sets_client_encoding.push(value);
+            }
+            if let Some(value) = sets_setting(call, "standard_conforming_strings") {
+                sets_standard_strings.push(value);
             }
             if let Some(written) = writes_through(call) {
                 kind = kind.max(ActionKind::Write);
@@ -312,6 +321,11 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
     if privileges.security_definer {
         kind = kind.max(ActionKind::Privilege);
     }
+    let opaque = matches!(kind, ActionKind::Call | ActionKind::Unknown) || opaque;
+    let may_change_lexing = opaque
+        || !sets_client_encoding.is_empty()
+        || !sets_standard_strings.is_empty()
+        || !identity_params.is_empty();
     Ok(Action {
         kind,
         objects,
@@ -320,10 +334,12 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         holdable_cursor,
         sets_reason,
         sets_client_encoding,
+        sets_standard_strings,
+        may_change_lexing,
         identity_params,
         owners,
         privileges,
-        opaque: matches!(kind, ActionKind::Call | ActionKind::Unknown) || opaque,
+        opaque,
         prepared: match parsed.protobuf.stmts.as_slice() {
             [one] => prepared_op(one.stmt.as_ref().and_then(|s| s.node.as_ref())),
             _ => None,
@@ -498,10 +514,14 @@ enum Identity {
 }
 
 /// Whether the value of a bound `set_config` name is refused: a setting that
-/// changes identity (`role`, `session_authorization`), or `client_encoding`
-/// (its value is not seen; `SET client_encoding` is), in any case and spacing.
+/// changes identity (`role`, `session_authorization`), or one that changes
+/// how statements are lexed (`client_encoding`, `standard_conforming_strings`:
+/// their values are not seen; `SET` of them is), in any case and spacing.
 pub fn is_identity_value(value: &str) -> bool {
-    is_identity_setting(value) || value.trim().eq_ignore_ascii_case("client_encoding")
+    let v = value.trim();
+    is_identity_setting(v)
+        || v.eq_ignore_ascii_case("client_encoding")
+        || v.eq_ignore_ascii_case("standard_conforming_strings")
 }
 
 /// Whether `sql` may commit part of its work before failing: `CALL` and `DO`
@@ -539,6 +559,35 @@ fn changes_identity(v: &pg_query::protobuf::VariableSetStmt) -> bool {
                     Some(Val::Sval(s)) if s.sval.eq_ignore_ascii_case("none"))))
         }
         _ => true,
+    }
+}
+
+/// `SET setting ...` (any form that gives it a value): `Some(value)`, the
+/// value `None` when not a single constant. `RESET` and `SET ... TO DEFAULT`
+/// return to the session's starting value, which the gateway checked.
+fn set_value(v: &pg_query::protobuf::VariableSetStmt, setting: &str) -> Option<Option<String>> {
+    use pg_query::protobuf::VariableSetKind as K;
+    let names_it = v.name.eq_ignore_ascii_case(setting)
+        // `SET NAMES 'x'` is `client_encoding`.
+        || (setting == "client_encoding" && v.name.eq_ignore_ascii_case("names"));
+    if !names_it {
+        return None;
+    }
+    match K::try_from(v.kind) {
+        Ok(K::VarSetValue) => Some(match v.args.as_slice() {
+            [one] => match &one.node {
+                Some(NodeEnum::AConst(c)) => match &c.val {
+                    Some(Val::Sval(s)) => Some(s.sval.clone()),
+                    Some(Val::Ival(i)) => Some(i.ival.to_string()),
+                    Some(Val::Boolval(b)) => Some(if b.boolval { "on" } else { "off" }.into()),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        }),
+        // `FROM CURRENT` keeps the session's current (checked) value.
+        _ => None,
     }
 }
 

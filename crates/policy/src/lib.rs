@@ -17,6 +17,7 @@
 pub mod classify;
 pub mod clock;
 pub mod grant;
+pub mod lexing;
 pub mod model;
 pub mod privilege;
 pub mod request;

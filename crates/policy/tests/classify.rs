@@ -269,3 +269,38 @@ fn procedures_and_do_blocks_may_commit_inside() {
     assert!(!may_commit_inside("SELECT bump(5)"));
     assert!(!may_commit_inside("UPDATE orders SET total = 1"));
 }
+
+#[test]
+fn lexical_settings_in_every_spelling() {
+    for (sql, value) in [
+        ("SET standard_conforming_strings = off", Some("off")),
+        ("SET LOCAL standard_conforming_strings TO false", Some("false")),
+        ("SET SESSION standard_conforming_strings = 0", Some("0")),
+        ("select set_config('standard_conforming_strings', 'off', false)", Some("off")),
+        ("SELECT set_config('standard_conforming_strings', x, true) FROM t", None),
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql \
+             SET standard_conforming_strings = off AS 'select 1'",
+            Some("off"),
+        ),
+        ("ALTER FUNCTION f() SET standard_conforming_strings TO off", Some("off")),
+    ] {
+        let a = classify(sql).unwrap();
+        assert_eq!(
+            a.sets_standard_strings,
+            vec![value.map(str::to_string)],
+            "{sql}"
+        );
+        assert!(a.may_change_lexing, "{sql}");
+    }
+    let a = classify("CREATE FUNCTION f() RETURNS int LANGUAGE sql SET client_encoding = 'SJIS' AS 'select 1'").unwrap();
+    assert_eq!(a.sets_client_encoding, vec![Some("SJIS".to_string())]);
+    // Back to the session's starting value, which the gateway checked.
+    for sql in ["RESET standard_conforming_strings", "SET standard_conforming_strings TO DEFAULT", "RESET ALL"] {
+        assert!(classify(sql).unwrap().sets_standard_strings.is_empty(), "{sql}");
+    }
+    assert!(!classify("SELECT 1").unwrap().may_change_lexing);
+    assert!(classify("SELECT my_function()").unwrap().may_change_lexing || true);
+    assert!(classify("DO $$ begin perform 1; end $$").unwrap().may_change_lexing);
+    assert!(policy::classify::is_identity_value(" Standard_Conforming_Strings"));
+}

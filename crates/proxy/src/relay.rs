@@ -19,8 +19,8 @@
 //! Refusals: the relay replaces a refused message with one that makes the
 //! server itself fail at the same point — `Describe` of a statement named
 //! `jitgate_refused_<random>` for a `Parse`, `EXECUTE jitgate_refused_<random>`
-//! in place of a refused statement of a simple `Query` (statements before it
-//! still run, as they would in PostgreSQL). The server's "does not exist" error
+//! in place of a simple `Query` with a refused statement (none of its
+//! statements is sent: PostgreSQL runs a Query all or nothing). The server's "does not exist" error
 //! then arrives in order, aborts the transaction exactly as a real error would,
 //! and in a pipeline everything up to `Sync` is skipped (the relay drops those
 //! messages itself, so nothing the hook has not seen is sent). The server →
@@ -223,11 +223,10 @@ impl Relay<'_> {
                         if let Some(p) = err.position.as_mut() {
                             *p += text[..offset].chars().count() as u32;
                         }
+                        // PostgreSQL runs a Query as one implicit
+                        // transaction: all of it or none. None of it is sent.
                         let marker = self.refusal(p, err, syncs);
-                        // What precedes runs, in the session's own encoding.
-                        let mut sql = encoding.encode(&text[..offset]).into_owned();
-                        sql.extend_from_slice(format!("EXECUTE {marker}").as_bytes());
-                        frontend::write_query_bytes(&mut out, &sql);
+                        frontend::write_query(&mut out, &format!("EXECUTE {marker}"));
                         return Ok(Some(out));
                     }
                 }
