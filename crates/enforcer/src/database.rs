@@ -1,7 +1,7 @@
 //! The privilege SQL jitgate runs in a database, through its admin role.
 //! This module is the only place that writes GRANT or REVOKE.
 
-use crate::hook::Builtins;
+use policy::catalog::Builtins;
 use proxy::login_role::{quote_ident, Admin, ProvisionError};
 
 /// One membership to add or remove: `role` for `login_role`.
@@ -75,21 +75,47 @@ pub async fn memberships(
 
 /// The database's built-in functions (below FirstNormalObjectId, 16384).
 pub async fn builtins(admin: &Admin) -> Result<Builtins, ProvisionError> {
+    // Built-in (below FirstNormalObjectId) functions, operators and types,
+    // and the names user-defined ones take (which then are not built in).
     let rows = admin
         .with_client(async |c| {
             Ok(c.query(
-                "SELECT oid::int8, proname::text FROM pg_proc WHERE oid < 16384",
+                "SELECT 'f', oid::int8, proname::text FROM pg_proc
+                 UNION ALL SELECT 'o', oid::int8, oprname::text FROM pg_operator
+                 UNION ALL SELECT 't', oid::int8, typname::text FROM pg_type",
                 &[],
             )
             .await?)
         })
         .await?;
     let mut b = Builtins::default();
+    let mut user = std::collections::HashSet::new();
     for r in rows {
-        let oid: i64 = r.get(0);
-        let name: String = r.get(1);
-        b.names.insert(name.to_ascii_lowercase());
-        b.by_oid.insert(oid as u32, name);
+        let kind: &str = r.get(0);
+        let oid: i64 = r.get(1);
+        let name: String = r.get(2);
+        let lower = name.to_ascii_lowercase();
+        if oid >= 16384 {
+            user.insert(lower);
+            continue;
+        }
+        match kind {
+            "f" => {
+                b.by_oid.insert(oid as u32, name);
+                b.functions.insert(lower);
+            }
+            "o" => {
+                b.operators.insert(lower);
+            }
+            _ => {
+                b.types.insert(lower);
+            }
+        }
+    }
+    for name in &user {
+        b.functions.remove(name);
+        b.operators.remove(name);
+        b.types.remove(name);
     }
     Ok(b)
 }

@@ -506,6 +506,14 @@ impl Enforcer {
                            "drift": "membership", "action": "revoked"}),
                 );
             }
+            // The built-ins, afresh: user objects created since may have
+            // taken a built-in's name.
+            let b = database::builtins(admin).await.map_err(err)?;
+            self.hook
+                .builtins
+                .write()
+                .unwrap()
+                .insert(db.name.clone(), Arc::new(b));
             // What the managed roles own: the hook's guard reads it.
             let owned = database::managed_objects(admin, &managed)
                 .await
@@ -546,9 +554,12 @@ impl Enforcer {
     /// the set changes.
     async fn report_backing(&mut self, now: Time) {
         // A catalog-wide look: at start, then at most once a minute.
-        if self
-            .backing_checked
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        // Sooner when privileges changed through the gateway.
+        let stale = self.hook.backing_stale.swap(false, Ordering::Relaxed);
+        if !stale
+            && self
+                .backing_checked
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
         {
             return;
         }
@@ -571,6 +582,12 @@ impl Enforcer {
                     continue;
                 }
             };
+            // What the gateway cannot see (a function body) counts only
+            // against rules the database does not enforce itself.
+            for r in &checked {
+                let backed = r.backed() && r.gateway_only.is_empty();
+                self.hook.rules.set_backed(r.index, backed);
+            }
             let unbacked: Vec<_> = checked.iter().filter(|r| !r.backed()).collect();
             let key: Vec<String> = unbacked
                 .iter()

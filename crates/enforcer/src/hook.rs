@@ -16,26 +16,19 @@ use crate::audit::{AuditSink, StatementRecord};
 use crate::cache::{Cache, Classified};
 use crate::grants::GrantTable;
 use config::Config;
+use policy::catalog::Builtins;
 use policy::classify::{classify, is_identity_value, Action, ActionKind, PreparedOp};
 use policy::privilege::ManagedObjects;
 use policy::rules::{Rules, Verdict as RuleVerdict};
 use policy::{Clock, Policy, Time};
 use proxy::{Check, Session, Statement, StatementHook, Verdict};
 use serde_json::json;
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use store::{AuditEvent, Store};
 use wire::backend::ErrorFields;
 use wire::encoding::ClientEncoding;
-
-/// The built-in functions of one database (`pg_proc` rows below
-/// FirstNormalObjectId): calling them is not a `call`.
-#[derive(Debug, Default)]
-pub struct Builtins {
-    pub names: HashSet<String>,
-    pub by_oid: HashMap<u32, String>,
-}
 
 /// Everything the hook and the requests it files share.
 pub struct HookState {
@@ -53,6 +46,9 @@ pub struct HookState {
     pub managed_objects: RwLock<HashMap<String, Arc<ManagedObjects>>>,
     /// Set when something asks for a reconcile before the next interval.
     pub reconcile_requested: AtomicBool,
+    /// Privileges changed through the gateway: which rules the database
+    /// backs must be checked again at that reconcile.
+    pub backing_stale: AtomicBool,
     /// The gateway serving with this hook (set once it is bound), for looks
     /// into the databases when PostgreSQL refuses something.
     pub gateway: std::sync::OnceLock<std::sync::Weak<proxy::Shared>>,
@@ -95,6 +91,7 @@ impl HookState {
             builtins: RwLock::new(HashMap::new()),
             managed_objects: RwLock::new(HashMap::new()),
             reconcile_requested: AtomicBool::new(false),
+            backing_stale: AtomicBool::new(false),
             gateway: std::sync::OnceLock::new(),
             explaining: tokio::sync::Semaphore::new(1),
             looks: Default::default(),
@@ -124,22 +121,31 @@ impl HookState {
                 if c.is_err() && masked.is_some() {
                     c = Arc::new(classify(text));
                 }
-                // Only statements that call functions need the built-ins.
+                // Only statements that call functions or use operators or
+                // casts need the built-ins.
                 let Ok(a) = &*c else { return c };
-                if a.functions.is_empty() || a.opaque {
+                if a.opaque
+                    || (a.functions.is_empty() && a.operators.is_empty() && a.types.is_empty())
+                {
                     return c;
                 }
+                // Unknown built-ins (not read yet): everything is user code.
+                let none = Builtins::default();
                 let builtins = self.builtins(database);
-                let is_builtin = |f: &str| builtins.as_ref().is_some_and(|b| b.names.contains(f));
-                if a.calls_user_function(is_builtin) {
-                    return Arc::new(Ok(a.clone().with_calls(is_builtin)));
+                let b = builtins.as_deref().unwrap_or(&none);
+                if a.runs_user_code(b) {
+                    return Arc::new(Ok(a.clone().with_calls(b)));
                 }
                 c
             }
-            Statement::FunctionCall(oid) => {
+            // Judged as `SELECT pg_catalog.fn(args)` with the arguments it
+            // carries; a function that is not built in is opaque.
+            Statement::FunctionCall(oid, args) => {
                 let builtins = self.builtins(database);
-                let name = builtins.as_ref().and_then(|b| b.by_oid.get(&oid));
-                Arc::new(Ok(Action::function_call(name.map(String::as_str))))
+                match builtins.as_ref().and_then(|b| b.by_oid.get(&oid)) {
+                    Some(name) => Arc::new(classify(&fast_path_sql(name, args))),
+                    None => Arc::new(Ok(Action::function_call(None))),
+                }
             }
             // Judged by its values (see `PolicyHook::check`), never classified.
             Statement::Bind(_) => Arc::new(Ok(Action::function_call(None))),
@@ -377,7 +383,7 @@ pub struct PolicyHook {
 fn statement_text(statement: Statement<'_>, action: Option<&Action>) -> String {
     match statement {
         Statement::Simple(t) | Statement::Parse(t) => t.to_string(),
-        Statement::FunctionCall(oid) => {
+        Statement::FunctionCall(oid, _) => {
             let name = action
                 .and_then(|a| a.functions.iter().next().cloned())
                 .unwrap_or_else(|| "a function that is not built in".into());
@@ -386,6 +392,36 @@ fn statement_text(statement: Statement<'_>, action: Option<&Action>) -> String {
         Statement::Bind(values) => format!("<bind of set_config with {values:?}>"),
     }
 }
+
+/// The SQL a fast-path call amounts to: text arguments as literals, binary
+/// ones as parameters (their values unseen, as with a Bind the gateway does
+/// not read), NULL as NULL.
+fn fast_path_sql(name: &str, args: &[wire::frontend::FastArg<'_>]) -> String {
+    use postgres_protocol::escape::{escape_identifier, escape_literal};
+    use wire::frontend::FastArg;
+    let args: Vec<String> = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match a {
+            FastArg::Null => "NULL".to_string(),
+            FastArg::Text(v) => match std::str::from_utf8(v) {
+                Ok(t) if !t.contains('\0') => escape_literal(t),
+                _ => format!("${}", i + 1),
+            },
+            FastArg::Binary(_) => format!("${}", i + 1),
+        })
+        .collect();
+    format!(
+        "SELECT pg_catalog.{}({})",
+        escape_identifier(name),
+        args.join(", ")
+    )
+}
+
+const LEXING_UNSURE: &str = "jitgate cannot yet tell how PostgreSQL will read this statement: it \
+     was sent behind one that may change standard_conforming_strings or client_encoding (a \
+     function, a SET), and it has non-ASCII text or backslashes in a plain string literal, which \
+     those settings read differently";
 
 const IDENTITY_REFUSAL: &str =
     "the statement could change the session's identity (SET ROLE and the like)";
@@ -409,6 +445,23 @@ impl StatementHook for PolicyHook {
         )))
     }
 
+    fn unreadable_session(&self, session: &Arc<Session>, setting: &str, value: &str) {
+        let st = &self.state;
+        tracing::warn!(user = %session.user, database = %session.database, setting, value,
+            "ending a session the database put under a setting the gateway cannot read under");
+        st.audit.send(
+            AuditEvent::new(
+                st.clock.now(),
+                "alert.unreadable_session",
+                &session.user,
+                format!("user:{}", session.user),
+                json!({"database": session.database, "session": session.id,
+                       "setting": setting, "value": value}),
+            )
+            .alert(),
+        );
+    }
+
     fn runs_again(&self, _session: &Arc<Session>) -> bool {
         self.state.config.gateway.on_missing_grant == config::OnMissingGrant::Hold
     }
@@ -423,6 +476,21 @@ impl StatementHook for PolicyHook {
                 return Check::Refuse(st.refuse(session, &text, "session", None, err, true));
             }
             return Check::Allow;
+        }
+        // Pipelined behind a statement that may change how the server lexes
+        // (a function may set standard_conforming_strings): only a text that
+        // reads the same under every setting can be judged now.
+        if session.lexing_unsure() {
+            if let Some(text) = statement
+                .text()
+                .filter(|t| !policy::lexing::reads_the_same(t))
+            {
+                let err = ErrorFields::error("0A000", LEXING_UNSURE).with_hint(
+                    "send it once the statement before it has answered, or write its \
+                     literals without backslashes (E'...' strings are read the same either way)",
+                );
+                return Check::Refuse(st.refuse(session, text, "unknown", None, err, false));
+            }
         }
         let classified = st.classify(&session.database, statement);
         let action = match &*classified {
@@ -464,6 +532,18 @@ impl StatementHook for PolicyHook {
                 )
                 .with_hint("use UTF8, or a single-byte or EUC encoding such as LATIN9"),
             );
+        }
+        if action.sets_standard_strings.iter().any(|v| {
+            !v.as_deref()
+                .is_some_and(policy::lexing::standard_strings_on)
+        }) {
+            let text = statement_text(statement, Some(action));
+            let err = ErrorFields::error("0A000", proxy::startup::STANDARD_STRINGS_OFF)
+                .with_hint("leave standard_conforming_strings on; write E'...' for escapes");
+            return Check::Refuse(st.refuse(session, &text, "session", None, err, true));
+        }
+        if action.may_change_lexing {
+            session.mark_lexing_change();
         }
         if !action.identity_params.is_empty() {
             match statement {
@@ -507,6 +587,21 @@ impl StatementHook for PolicyHook {
         if matches!(action.kind, ActionKind::Ddl | ActionKind::Privilege) {
             // Who may do what is changing: earlier looks may be stale.
             st.looks.invalidate();
+        }
+        if action.kind == ActionKind::Privilege || !action.privileges.is_empty() {
+            // A GRANT may leave a rule unbacked: until checked again, none
+            // of this database's rules counts as backed.
+            st.rules.unback(&session.database);
+            st.backing_stale.store(true, Relaxed);
+            st.reconcile_requested.store(true, Relaxed);
+            st.changed.changed();
+        }
+        if !action.defines.is_empty() {
+            // A function, operator or type it creates may take a built-in's
+            // name: until the next catalog snapshot, that name is user code.
+            if let Some(b) = st.builtins(&session.database) {
+                action.defines.iter().for_each(|n| b.shadow(n));
+            }
         }
         let check = self.verdict(session, statement, action);
         if action.prepared.is_none() {

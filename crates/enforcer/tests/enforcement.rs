@@ -132,7 +132,12 @@ async fn identity_changes_unreadable_text_denied_objects_and_unnamed_calls_are_r
         .unwrap()
         .get(0);
     assert_eq!(v, "ab1000");
-    assert!(j.pending().await.is_empty(), "denials file nothing");
+    // Denials file nothing; the opaque statements (a DO block, a user
+    // function) count as touching the one rule the database does not back
+    // (`call` on as_writer), so they filed one request for its role.
+    let pending = j.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].role, "app_write");
     j.stop().await;
 }
 
@@ -438,6 +443,11 @@ async fn sql_prepared_statements_are_judged_as_what_was_prepared() {
     run("PREPARE r AS SELECT 2").await.unwrap();
     let e = run("EXECUTE never_prepared").await.unwrap_err();
     assert_eq!(sqlstate(&e), "42501");
+    // Unknown, it counts as touching the unbacked rule (call on as_writer):
+    // a request was filed. Withdraw it so the short grant below is its own.
+    for r in j.pending().await {
+        j.deny(r.id, "bob").await;
+    }
     // A write prepared under a grant is refused by the gateway once it ends.
     short_grant(&j, 2).await;
     run("PREPARE w AS UPDATE orders SET total = total WHERE id = 95")

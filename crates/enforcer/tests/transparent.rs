@@ -58,12 +58,33 @@ async fn without_rules_functions_do_blocks_and_signals_reach_the_database() {
 }
 
 #[tokio::test]
-async fn with_rules_an_unseen_call_needs_the_roles_the_rules_require() {
-    // The write rule alone: a user function may write, so it needs app_write.
+async fn an_unseen_call_needs_the_roles_of_the_rules_the_database_does_not_back() {
+    cluster()
+        .psql(
+            "app",
+            "CREATE SCHEMA IF NOT EXISTS wild;
+             CREATE TABLE IF NOT EXISTS wild.t (i int);
+             GRANT USAGE ON SCHEMA wild TO app_read;
+             GRANT INSERT ON wild.t TO app_read;",
+        )
+        .unwrap();
     let text = config_text("");
     let rules_start = text.find("[[rule]]").unwrap();
     let write_rule_end = text[rules_start..].find("\n\n").unwrap() + rules_start;
+    // Writes on public.* need app_write, and the baseline role cannot write
+    // there: the database backs the rule. A user function may write, but
+    // PostgreSQL would refuse it: the call goes through.
     let j = Jitgate::start_text(&text[..write_rule_end], None).await;
+    let (alice, _) = j.connect("alice").await;
+    let v: i32 = alice.query_one("SELECT bump(1)", &[]).await.unwrap().get(0);
+    assert_eq!(v, 2);
+    assert!(j.pending().await.is_empty());
+    j.stop().await;
+    // The same rule over wild.*, which the baseline role may already write:
+    // only the gateway stands in the way, so the call needs app_write.
+    let unbacked =
+        text[..write_rule_end].replace("objects = [\"public.*\"]", "objects = [\"wild.*\"]");
+    let j = Jitgate::start_text(&unbacked, None).await;
     let (alice, _) = j.connect("alice").await;
     alice
         .batch_execute("SET jitgate.reason = 'bump'")

@@ -14,7 +14,9 @@
 //! match it against every schema (see `rules.rs`): changing search_path can
 //! never dodge a rule.
 
+use crate::catalog::Builtins;
 use crate::privilege::PrivilegeOps;
+use crate::tree::{Arg, Call, Setting, Tree};
 use pg_query::protobuf::a_const::Val;
 use pg_query::protobuf::AlterTableType;
 use pg_query::{NodeEnum, NodeRef};
@@ -59,9 +61,21 @@ pub struct Action {
     pub kind: ActionKind,
     /// Tables written to or read from, as written.
     pub objects: BTreeSet<String>,
-    /// Functions called, as written (functions a statement creates, alters
-    /// or drops are among its objects).
+    /// Functions called, as written, lower case (functions a statement
+    /// creates, alters or drops are among its objects).
     pub functions: BTreeSet<String>,
+    /// Relations the statement reads, wherever they appear (a query stored
+    /// by `CREATE TABLE AS` or `CREATE VIEW`, a subquery of a write, a table
+    /// a built-in reads by name): `read` rules match these, whatever the
+    /// statement's kind.
+    pub reads: BTreeSet<String>,
+    /// Operators used, and types cast to, as written: user-defined ones run
+    /// user-defined functions (see [`Action::with_calls`]).
+    pub operators: BTreeSet<String>,
+    pub types: BTreeSet<String>,
+    /// For DDL: every name in it, any of which it may give a new function,
+    /// operator or type (see [`crate::catalog::Builtins::shadow`]).
+    pub defines: BTreeSet<String>,
     /// Could change who the session is: always refused.
     pub identity_change: bool,
     /// `DECLARE ... WITH HOLD`: its rows outlive the transaction (and a grant).
@@ -109,6 +123,10 @@ impl Action {
             kind,
             objects: BTreeSet::new(),
             functions: BTreeSet::new(),
+            reads: BTreeSet::new(),
+            operators: BTreeSet::new(),
+            types: BTreeSet::new(),
+            defines: BTreeSet::new(),
             identity_change: false,
             holdable_cursor: false,
             sets_reason: None,
@@ -140,26 +158,21 @@ impl Action {
         a
     }
 
-    /// Whether a function is called that `is_builtin` does not know.
-    pub fn calls_user_function(&self, is_builtin: impl Fn(&str) -> bool) -> bool {
-        self.functions.iter().any(|f| {
-            let lower = f.to_ascii_lowercase();
-            match lower.rsplit_once('.') {
-                Some(("pg_catalog", name)) => !is_builtin(name),
-                Some(_) => true,
-                None => !is_builtin(&lower),
-            }
-        })
+    /// Whether the statement may run code the gateway cannot see: a
+    /// function, operator or type the database does not have built in.
+    pub fn runs_user_code(&self, b: &Builtins) -> bool {
+        self.functions.iter().any(|f| !b.function(f))
+            || self.operators.iter().any(|o| !b.operator(o))
+            || self.types.iter().any(|t| !b.type_(t))
     }
 
-    /// Marks the statement opaque and raises its kind to `call` if a function
-    /// is called that `is_builtin` does not know (it may run anything its
-    /// owner wrote). Names qualified with a schema other than `pg_catalog` are
-    /// never built in.
-    pub fn with_calls(mut self, is_builtin: impl Fn(&str) -> bool) -> Action {
-        if self.calls_user_function(is_builtin) {
+    /// Marks the statement opaque and raises its kind to `call` if it may run
+    /// code its owner wrote (see [`Action::runs_user_code`]).
+    pub fn with_calls(mut self, b: &Builtins) -> Action {
+        if self.runs_user_code(b) {
             self.kind = self.kind.max(ActionKind::Call);
             self.opaque = true;
+            self.may_change_lexing = true;
         }
         self
     }
@@ -257,57 +270,111 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
             _ => {}
         }
     }
-    // Functions called; those created, altered or dropped are objects.
-    let (called, defined): (Vec<_>, Vec<_>) = parsed
-        .functions
-        .iter()
-        .partition(|(_, c)| *c == pg_query::Context::Call);
-    let mut functions: BTreeSet<String> = called.into_iter().map(|(f, _)| f.clone()).collect();
+    // Every call, relation and setting, wherever it sits in the tree.
+    let tree = Tree::of(&parsed.protobuf);
+    let mut functions: BTreeSet<String> = tree.calls.iter().map(|c| c.name.clone()).collect();
     let mut objects: BTreeSet<String> = parsed.tables.iter().map(|(t, _)| t.clone()).collect();
-    objects.extend(defined.into_iter().map(|(f, _)| f.clone()));
+    // Functions created, altered or dropped are objects.
+    objects.extend(
+        parsed
+            .functions
+            .iter()
+            .filter(|(_, c)| *c != pg_query::Context::Call)
+            .map(|(f, _)| f.clone()),
+    );
+    // Read: what the parser saw read, and whatever it did not place.
+    let mut reads: BTreeSet<String> = parsed
+        .tables
+        .iter()
+        .filter(|(_, c)| *c == pg_query::Context::Select)
+        .map(|(t, _)| t.clone())
+        .collect();
+    for r in &tree.relations {
+        if !parsed.tables.iter().any(|(t, _)| t == r) {
+            reads.insert(r.clone());
+        }
+        objects.insert(r.clone());
+    }
+    if kind == ActionKind::Read {
+        reads.extend(objects.iter().cloned());
+    }
+    let mut operators: BTreeSet<String> = tree.operators.iter().cloned().collect();
+    let mut types: BTreeSet<String> = tree.types.iter().cloned().collect();
+    let mut sets_standard_strings = Vec::new();
+    // `SET`, `SET LOCAL`, and a function's `SET` clause alike.
+    for setting in &tree.settings {
+        if let Some(value) = set_value(setting, "client_encoding") {
+            sets_client_encoding.push(value);
+        }
+        if let Some(value) = set_value(setting, "standard_conforming_strings") {
+            sets_standard_strings.push(value);
+        }
+    }
+    for call in &tree.calls {
+        match sets_identity(call) {
+            Identity::No => {}
+            Identity::Yes => identity_change = true,
+            Identity::Param(n) => identity_params.push(n),
+        }
+        if let Some(value) = sets_setting(call, "client_encoding") {
+            sets_client_encoding.push(value);
+        }
+        if let Some(value) = sets_setting(call, "standard_conforming_strings") {
+            sets_standard_strings.push(value);
+        }
+        if let Some(written) = writes_through(call) {
+            kind = kind.max(ActionKind::Write);
+            match written {
+                Some(sequence) => {
+                    objects.insert(sequence);
+                }
+                // `nextval($1)`, `nextval(some_column)`: any sequence.
+                None if call.base().ends_with("val") => opaque = true,
+                None => {}
+            }
+        }
+        // Built-ins that run SQL text or read a relation by name.
+        match runs_sql(call) {
+            None => {}
+            Some(Inner::Query(q)) => match classify(&q) {
+                Ok(inner) => {
+                    kind = kind.max(inner.kind).max(ActionKind::Read);
+                    reads.extend(inner.reads);
+                    reads.extend(inner.objects.iter().cloned());
+                    objects.extend(inner.objects);
+                    functions.extend(inner.functions);
+                    operators.extend(inner.operators);
+                    types.extend(inner.types);
+                    identity_change |= inner.identity_change || !inner.identity_params.is_empty();
+                    opaque |= inner.opaque;
+                }
+                Err(_) => opaque = true,
+            },
+            Some(Inner::Relation(r)) => {
+                reads.insert(r.clone());
+                objects.insert(r);
+            }
+            Some(Inner::Unseen) => opaque = true,
+        }
+    }
     let mut owners = BTreeSet::new();
     let mut privileges = PrivilegeOps::default();
-    let mut sets_standard_strings = Vec::new();
     for (node, _, _, _) in parsed.protobuf.nodes() {
         privileges.add(node);
-        // `SET`, `SET LOCAL`, and a function's `SET` clause alike.
-        if let NodeRef::VariableSetStmt(v) = node {
-            if let Some(value) = set_value(v, "client_encoding") {
-                sets_client_encoding.push(value);
-            }
-            if let Some(value) = set_value(v, "standard_conforming_strings") {
-                sets_standard_strings.push(value);
-            }
-        }
-        if let NodeRef::FuncCall(call) = node {
-            match sets_identity(call) {
-                Identity::No => {}
-                Identity::Yes => identity_change = true,
-                Identity::Param(n) => identity_params.push(n),
-            }
-            if let Some(value) = sets_setting(call, "client_encoding") {
-                sets_client_encoding.push(value);
-            }
-            if let Some(value) = sets_setting(call, "standard_conforming_strings") {
-                sets_standard_strings.push(value);
-            }
-            if let Some(written) = writes_through(call) {
-                kind = kind.max(ActionKind::Write);
-                objects.extend(written);
-            }
-        }
         new_owners(node, &mut owners);
     }
-    // The parser's table and function lists stop at the queries of PREPARE,
-    // DECLARE CURSOR and CREATE RULE: read each on its own (deparsed), so a
-    // statement that wraps a query touches what that query touches.
+    // The queries of PREPARE, DECLARE CURSOR and CREATE RULE, read on their
+    // own (deparsed): a statement that wraps a query does what it does.
     for raw in &parsed.protobuf.stmts {
         let node = raw.stmt.as_ref().and_then(|s| s.node.as_ref());
         for query in wrapped_queries(node) {
             let inner = wrapped_query(parsed.protobuf.version, query)?;
             kind = kind.max(inner.kind);
             objects.extend(inner.objects);
+            reads.extend(inner.reads);
             functions.extend(inner.functions);
+            operators.extend(inner.operators);
+            types.extend(inner.types);
             owners.extend(inner.owners);
             // No Bind follows a wrapped query: its parameters are unknown.
             identity_change |= inner.identity_change || !inner.identity_params.is_empty();
@@ -330,6 +397,14 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         kind,
         objects,
         functions,
+        reads,
+        operators,
+        types,
+        defines: if kind >= ActionKind::Ddl {
+            tree.names.iter().cloned().collect()
+        } else {
+            BTreeSet::new()
+        },
         identity_change,
         holdable_cursor,
         sets_reason,
@@ -447,60 +522,74 @@ const WRITE_FUNCTIONS: &[&str] = &[
     "lo_from_bytea",
 ];
 
-fn func_name(call: &pg_query::protobuf::FuncCall) -> String {
-    call.funcname
-        .iter()
-        .rev()
-        .find_map(|n| match &n.node {
-            Some(NodeEnum::String(s)) => Some(s.sval.to_ascii_lowercase()),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
 /// If `call` writes (a sequence or a large object): the sequence it names,
 /// when that is a constant (`nextval('public.orders_id_seq')`).
-fn writes_through(call: &pg_query::protobuf::FuncCall) -> Option<Vec<String>> {
-    let name = func_name(call);
-    if !WRITE_FUNCTIONS.contains(&name.as_str()) {
+fn writes_through(call: &Call) -> Option<Option<String>> {
+    let name = WRITE_FUNCTIONS.iter().find(|f| call.is(f))?;
+    Some(match call.args.first() {
+        Some(Arg::Const(s)) if name.ends_with("val") => Some(relation_name(s)),
+        _ => None,
+    })
+}
+
+/// What a built-in that runs SQL text or reads a relation by name reads.
+enum Inner {
+    Query(String),
+    Relation(String),
+    /// Not known from the text: a computed argument, or a whole schema.
+    Unseen,
+}
+
+/// `query_to_xml('select ...')`, `table_to_xml('t')`, `ts_stat('select ...')`
+/// and the like (`cursor_to_xml` reads a cursor, judged at `DECLARE`).
+fn runs_sql(call: &Call) -> Option<Inner> {
+    let (arg, query) = match call.base() {
+        "query_to_xml" | "query_to_xmlschema" | "query_to_xml_and_xmlschema" | "ts_stat" => {
+            (0, true)
+        }
+        "ts_rewrite" if call.args.len() == 2 => (1, true),
+        "table_to_xml" | "table_to_xmlschema" | "table_to_xml_and_xmlschema" => (0, false),
+        "schema_to_xml"
+        | "schema_to_xmlschema"
+        | "schema_to_xml_and_xmlschema"
+        | "database_to_xml"
+        | "database_to_xmlschema"
+        | "database_to_xml_and_xmlschema" => return Some(Inner::Unseen),
+        _ => return None,
+    };
+    if call.name.contains('.') && !call.name.starts_with("pg_catalog.") {
+        // Not the built-in: a user function, opaque anyway.
         return None;
     }
-    let sequence = match call.args.first().and_then(|a| a.node.as_ref()) {
-        Some(NodeEnum::AConst(c)) => match &c.val {
-            Some(Val::Sval(s)) if name.ends_with("val") => Some(s.sval.to_ascii_lowercase()),
-            _ => None,
-        },
-        Some(NodeEnum::TypeCast(t)) => match t.arg.as_ref().and_then(|a| a.node.as_ref()) {
-            Some(NodeEnum::AConst(c)) => match &c.val {
-                Some(Val::Sval(s)) if name.ends_with("val") => Some(s.sval.to_ascii_lowercase()),
-                _ => None,
-            },
-            _ => None,
-        },
-        _ => None,
-    };
-    Some(sequence.into_iter().collect())
+    Some(match call.args.get(arg) {
+        Some(Arg::Const(text)) if query => Inner::Query(text.clone()),
+        Some(Arg::Const(name)) => Inner::Relation(relation_name(name)),
+        _ => Inner::Unseen,
+    })
+}
+
+/// A relation name given as text (`'Public."Odd"'`), as the parser writes
+/// names: unquoted parts lower case.
+fn relation_name(text: &str) -> String {
+    match pg_query::parse(&format!("SELECT 1 FROM {text}"), 0) {
+        Ok(p) => p
+            .tables
+            .first()
+            .map_or_else(|| text.to_ascii_lowercase(), |(t, _)| t.clone()),
+        Err(_) => text.to_ascii_lowercase(),
+    }
 }
 
 /// `set_config('role' | 'session_authorization', ...)`, or a `set_config` whose
 /// first argument is not a constant (we cannot tell: assume the worst).
-fn sets_identity(call: &pg_query::protobuf::FuncCall) -> Identity {
-    let name = func_name(call);
-    if name != "set_config" {
+fn sets_identity(call: &Call) -> Identity {
+    if call.base() != "set_config" {
         return Identity::No;
     }
-    let first = call.args.first().and_then(|a| a.node.as_ref());
-    let first = match first {
-        Some(NodeEnum::TypeCast(t)) => t.arg.as_ref().and_then(|a| a.node.as_ref()),
-        other => other,
-    };
-    match first {
-        Some(NodeEnum::AConst(c)) => match &c.val {
-            Some(Val::Sval(s)) if !is_identity_setting(&s.sval) => Identity::No,
-            _ => Identity::Yes,
-        },
+    match call.args.first() {
+        Some(Arg::Const(s)) if !is_identity_setting(s) => Identity::No,
         // Known only at Bind: the value of this parameter decides.
-        Some(NodeEnum::ParamRef(p)) if p.number > 0 => Identity::Param(p.number),
+        Some(Arg::Param(n)) if *n > 0 => Identity::Param(*n),
         _ => Identity::Yes,
     }
 }
@@ -563,60 +652,37 @@ fn changes_identity(v: &pg_query::protobuf::VariableSetStmt) -> bool {
 }
 
 /// `SET setting ...` (any form that gives it a value): `Some(value)`, the
-/// value `None` when not a single constant. `RESET` and `SET ... TO DEFAULT`
-/// return to the session's starting value, which the gateway checked.
-fn set_value(v: &pg_query::protobuf::VariableSetStmt, setting: &str) -> Option<Option<String>> {
-    use pg_query::protobuf::VariableSetKind as K;
-    let names_it = v.name.eq_ignore_ascii_case(setting)
-        // `SET NAMES 'x'` is `client_encoding`.
-        || (setting == "client_encoding" && v.name.eq_ignore_ascii_case("names"));
-    if !names_it {
+/// value `None` when not a single constant. `RESET`, `SET ... TO DEFAULT` and
+/// `FROM CURRENT` keep or return to a value the gateway has checked.
+fn set_value(v: &Setting, setting: &str) -> Option<Option<String>> {
+    // `SET NAMES 'x'` is `client_encoding`.
+    let names_it = v.name == setting || (setting == "client_encoding" && v.name == "names");
+    // pg_query's VariableSetKind: 1 is VAR_SET_VALUE.
+    if !names_it || v.kind != 1 {
         return None;
     }
-    match K::try_from(v.kind) {
-        Ok(K::VarSetValue) => Some(match v.args.as_slice() {
-            [one] => match &one.node {
-                Some(NodeEnum::AConst(c)) => match &c.val {
-                    Some(Val::Sval(s)) => Some(s.sval.clone()),
-                    Some(Val::Ival(i)) => Some(i.ival.to_string()),
-                    Some(Val::Boolval(b)) => Some(if b.boolval { "on" } else { "off" }.into()),
-                    _ => None,
-                },
-                _ => None,
-            },
-            _ => None,
-        }),
-        // `FROM CURRENT` keeps the session's current (checked) value.
+    Some(match v.args.as_slice() {
+        [Arg::Const(c)] => Some(c.clone()),
         _ => None,
-    }
+    })
 }
 
-/// `set_config(setting, value, ...)` naming `setting` (or a name that is not
-/// a constant): `Some(value)`, the value `None` when not a constant.
-fn sets_setting(call: &pg_query::protobuf::FuncCall, setting: &str) -> Option<Option<String>> {
-    if func_name(call) != "set_config" {
+/// `set_config(setting, value, ...)` naming `setting`: `Some(value)`, the
+/// value `None` when not a constant. Any function called `set_config`
+/// counts: a user's may call the built-in.
+fn sets_setting(call: &Call, setting: &str) -> Option<Option<String>> {
+    if call.base() != "set_config" {
         return None;
     }
-    let constant = |n: Option<&pg_query::protobuf::Node>| match n.and_then(|a| a.node.as_ref()) {
-        Some(NodeEnum::AConst(c)) => match &c.val {
-            Some(Val::Sval(s)) => Some(s.sval.clone()),
-            _ => None,
-        },
+    let value = match call.args.get(1) {
+        Some(Arg::Const(v)) => Some(v.clone()),
         _ => None,
     };
-    // A bound name is checked at Bind (see `identity_params`).
-    let bound = match call.args.first().and_then(|a| a.node.as_ref()) {
-        Some(NodeEnum::ParamRef(_)) => true,
-        Some(NodeEnum::TypeCast(t)) => matches!(
-            t.arg.as_ref().and_then(|a| a.node.as_ref()),
-            Some(NodeEnum::ParamRef(_))
-        ),
-        _ => false,
-    };
-    match constant(call.args.first()) {
-        Some(name) if !name.trim().eq_ignore_ascii_case(setting) => None,
-        None if bound => None,
-        _ => Some(constant(call.args.get(1))),
+    // A name that is not a constant is refused as a possible identity change
+    // (see `sets_identity`), a bound one checked at Bind.
+    match call.args.first() {
+        Some(Arg::Const(name)) if name.trim().eq_ignore_ascii_case(setting) => Some(value),
+        _ => None,
     }
 }
 
@@ -625,17 +691,20 @@ fn is_identity_setting(name: &str) -> bool {
     n == "role" || n == "session_authorization"
 }
 
-/// Whether a statement contains an INSERT, UPDATE, DELETE or MERGE anywhere.
+/// Whether a statement contains an INSERT, UPDATE, DELETE or MERGE anywhere
+/// (a data-modifying CTE), by the whole-tree walk.
 fn modifies(node: &NodeEnum) -> bool {
-    node.nodes().iter().any(|(n, ..)| {
-        matches!(
-            n,
-            NodeRef::InsertStmt(_)
-                | NodeRef::UpdateStmt(_)
-                | NodeRef::DeleteStmt(_)
-                | NodeRef::MergeStmt(_)
-        )
-    })
+    let result = pg_query::protobuf::ParseResult {
+        version: 0,
+        stmts: vec![pg_query::protobuf::RawStmt {
+            stmt: Some(Box::new(pg_query::protobuf::Node {
+                node: Some(node.clone()),
+            })),
+            stmt_location: 0,
+            stmt_len: 0,
+        }],
+    };
+    Tree::of(&result).writes
 }
 
 /// `ALTER TABLE ... OWNER TO`: hands all privileges on the table to someone.

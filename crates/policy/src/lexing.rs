@@ -5,8 +5,8 @@
 //! session's settings. Two settings change where a literal ends:
 //!
 //! - `standard_conforming_strings = off` makes a backslash in a plain `'...'`
-//!   literal an escape, so `'a\'; DELETE ...; --'` is one literal to the
-//!   parser and a `SELECT` then a `DELETE` to the server. The gateway never
+//!   literal an escape, so `SELECT 'a\''; DELETE ...; --'` is one literal to
+//!   the parser and a `SELECT` then a `DELETE` to the server. The gateway never
 //!   lets a session turn it off, and ends a session the server reports it off
 //!   for (see `proxy::relay`).
 //! - `client_encoding`: encodings whose characters can contain the bytes of
@@ -68,11 +68,11 @@ mod tests {
     #[test]
     fn backslashes_in_plain_literals_read_differently() {
         assert!(!reads_the_same(
-            r"SELECT 'a\'; DELETE FROM w WHERE id = 1; --'"
+            r"SELECT 'a\''; DELETE FROM w WHERE id = 1; --'"
         ));
         assert!(!reads_the_same(r"SELECT N'a\'; DELETE FROM w; --'"));
         assert!(!reads_the_same("SELECT 'café'"), "not ASCII");
-        assert!(!reads_the_same("SELECT 'unterminated"));
+        assert!(!reads_the_same(r"SELECT 'unterminated\"), "unreadable");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! making it atomic against concurrent deciders) is the store's job.
 #![forbid(unsafe_code)]
 
+pub mod catalog;
 pub mod classify;
 pub mod clock;
 pub mod grant;
@@ -24,6 +25,7 @@ pub mod request;
 pub mod rules;
 pub mod syntax;
 pub mod throttle;
+pub mod tree;
 
 pub use clock::{Clock, Time};
 pub use grant::{Grant, GrantEnd, GrantError, GrantState};

@@ -3,7 +3,9 @@
 //! Matching is conservative:
 //! - a rule matches when its database and one of its actions match and, if it
 //!   names objects, one of the statement's objects or functions matches one
-//!   of its patterns;
+//!   of its patterns; a `read` rule also matches what any statement reads (a
+//!   `CREATE TABLE AS`, a view's query, a subquery of a write, a table a
+//!   built-in reads by name);
 //! - patterns are `schema.table`, `schema.*`, `table` (any schema) or `*`,
 //!   compared without regard to case;
 //! - an unqualified object may resolve to any schema on the search_path, so it
@@ -19,11 +21,15 @@
 //! a statement the classifier does not know (kinds `call` and `unknown`) — is
 //! *opaque*: unless a rule names it (a `call` rule on that function, an
 //! `unknown` rule), it counts as touching every object every rule of the
-//! database covers. With no rules at all it goes to the database.
+//! database covers that the database does not back (`set_backed`; unknown:
+//! not backed). Under backed rules, and with no rules at all, it goes to the
+//! database, which refuses what it must (and the gateway explains).
 
 use crate::classify::{Action, ActionKind};
 use config::Config;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -54,6 +60,9 @@ pub enum Verdict {
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     rules: Vec<Rule>,
+    /// Per rule: whether the database backs it (see `enforcer::backing`).
+    /// Unknown until checked: not backed.
+    backed: Arc<[AtomicBool]>,
 }
 
 fn kind_of(name: &str) -> Option<ActionKind> {
@@ -112,11 +121,36 @@ impl Rules {
                 },
             })
             .collect();
-        Rules { rules }
+        Rules::new(rules)
     }
 
     pub fn new(rules: Vec<Rule>) -> Rules {
-        Rules { rules }
+        let backed = rules.iter().map(|_| AtomicBool::new(false)).collect();
+        Rules { rules, backed }
+    }
+
+    /// Whether the database backs rule `index` (the baseline roles and
+    /// PUBLIC cannot already do what it reserves, and it reserves only
+    /// privileges the database checks). Only unbacked rules count against
+    /// statements whose effect the gateway cannot see.
+    pub fn set_backed(&self, index: usize, backed: bool) {
+        if let Some(b) = self.backed.get(index) {
+            b.store(backed, Relaxed);
+        }
+    }
+
+    /// Forget what was known about `database`'s rules (privileges changed):
+    /// none is backed until checked again.
+    pub fn unback(&self, database: &str) {
+        for (r, b) in self.rules.iter().zip(self.backed.iter()) {
+            if r.database == database {
+                b.store(false, Relaxed);
+            }
+        }
+    }
+
+    pub fn is_backed(&self, index: usize) -> bool {
+        self.backed.get(index).is_some_and(|b| b.load(Relaxed))
     }
 
     fn matching<'a>(
@@ -124,27 +158,33 @@ impl Rules {
         database: &'a str,
         action: &'a Action,
     ) -> impl Iterator<Item = &'a Rule> + 'a {
+        let covers = |r: &Rule, mut objects: Box<dyn Iterator<Item = &String> + '_>| {
+            r.objects.is_empty() || objects.any(|o| r.objects.iter().any(|p| object_matches(p, o)))
+        };
         let names = move |r: &Rule| {
             r.database == database
-                && r.actions.contains(&action.kind)
-                && (r.objects.is_empty()
-                    || r.objects.iter().any(|p| {
-                        action
-                            .objects
-                            .iter()
-                            .chain(&action.functions)
-                            .any(|o| object_matches(p, o))
-                    }))
+                && ((r.actions.contains(&action.kind)
+                    && covers(r, Box::new(action.objects.iter().chain(&action.functions))))
+                    // Whatever the statement's kind, what it reads is read.
+                    || (r.actions.contains(&ActionKind::Read)
+                        && !action.reads.is_empty()
+                        && covers(r, Box::new(action.reads.iter()))))
         };
-        // Opaque and named by no rule: it may touch anything any rule covers.
+        // Opaque and named by no rule: it may touch anything any rule covers
+        // that the database does not enforce itself (under a backed rule,
+        // PostgreSQL refuses what the gateway cannot see).
         let everything = is_opaque(action) && !self.rules.iter().any(names);
-        self.rules.iter().filter(move |r| {
-            if everything {
-                r.database == database
-            } else {
-                names(r)
-            }
-        })
+        self.rules
+            .iter()
+            .zip(self.backed.iter())
+            .filter(move |(r, backed)| {
+                if everything {
+                    r.database == database && !backed.load(Relaxed)
+                } else {
+                    names(r)
+                }
+            })
+            .map(|(r, _)| r)
     }
 
     /// The roles rules require for `action` (what a grant lends it).

@@ -175,8 +175,8 @@ fn holdable_cursors_and_the_reason_setting_are_noticed() {
 
 #[test]
 fn functions_that_are_not_built_in_make_a_call() {
-    let builtin = |f: &str| ["count", "now", "lower"].contains(&f);
-    let kind = |sql: &str| classify(sql).unwrap().with_calls(builtin).kind;
+    let builtin = policy::catalog::Builtins::with_functions(["count", "now", "lower"]);
+    let kind = |sql: &str| classify(sql).unwrap().with_calls(&builtin).kind;
     assert_eq!(kind("SELECT count(*), now() FROM orders"), Read);
     assert_eq!(kind("SELECT pg_catalog.lower('A')"), Read);
     assert_eq!(kind("SELECT refresh_totals()"), Call);
@@ -185,6 +185,15 @@ fn functions_that_are_not_built_in_make_a_call() {
     // A write stays a write (Call ranks below Ddl but above Write).
     assert_eq!(kind("DELETE FROM orders WHERE id = f()"), Call);
     assert_eq!(kind("DROP TABLE x"), Ddl);
+    // User-defined operators and types run user-defined functions.
+    assert_eq!(kind("SELECT 1 OPERATOR(public.===) 2"), Call);
+    assert_eq!(kind("SELECT 1 === 2"), Call);
+    assert_eq!(kind("SELECT 1 + 2"), Read);
+    assert_eq!(kind("SELECT 'x'::mydomain"), Call);
+    assert_eq!(kind("SELECT '1'::int4, 'x'::pg_catalog.text"), Read);
+    // A built-in's name taken by a user function is no longer built in.
+    builtin.shadow("lower");
+    assert_eq!(kind("SELECT lower(1)"), Call);
 }
 
 #[test]
@@ -274,16 +283,28 @@ fn procedures_and_do_blocks_may_commit_inside() {
 fn lexical_settings_in_every_spelling() {
     for (sql, value) in [
         ("SET standard_conforming_strings = off", Some("off")),
-        ("SET LOCAL standard_conforming_strings TO false", Some("false")),
+        (
+            "SET LOCAL standard_conforming_strings TO false",
+            Some("false"),
+        ),
         ("SET SESSION standard_conforming_strings = 0", Some("0")),
-        ("select set_config('standard_conforming_strings', 'off', false)", Some("off")),
-        ("SELECT set_config('standard_conforming_strings', x, true) FROM t", None),
+        (
+            "select set_config('standard_conforming_strings', 'off', false)",
+            Some("off"),
+        ),
+        (
+            "SELECT set_config('standard_conforming_strings', x, true) FROM t",
+            None,
+        ),
         (
             "CREATE FUNCTION f() RETURNS int LANGUAGE sql \
              SET standard_conforming_strings = off AS 'select 1'",
             Some("off"),
         ),
-        ("ALTER FUNCTION f() SET standard_conforming_strings TO off", Some("off")),
+        (
+            "ALTER FUNCTION f() SET standard_conforming_strings TO off",
+            Some("off"),
+        ),
     ] {
         let a = classify(sql).unwrap();
         assert_eq!(
@@ -293,14 +314,43 @@ fn lexical_settings_in_every_spelling() {
         );
         assert!(a.may_change_lexing, "{sql}");
     }
-    let a = classify("CREATE FUNCTION f() RETURNS int LANGUAGE sql SET client_encoding = 'SJIS' AS 'select 1'").unwrap();
+    let a = classify(
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET client_encoding = 'SJIS' AS 'select 1'",
+    )
+    .unwrap();
     assert_eq!(a.sets_client_encoding, vec![Some("SJIS".to_string())]);
     // Back to the session's starting value, which the gateway checked.
-    for sql in ["RESET standard_conforming_strings", "SET standard_conforming_strings TO DEFAULT", "RESET ALL"] {
-        assert!(classify(sql).unwrap().sets_standard_strings.is_empty(), "{sql}");
+    for sql in [
+        "RESET standard_conforming_strings",
+        "SET standard_conforming_strings TO DEFAULT",
+        "RESET ALL",
+    ] {
+        assert!(
+            classify(sql).unwrap().sets_standard_strings.is_empty(),
+            "{sql}"
+        );
     }
     assert!(!classify("SELECT 1").unwrap().may_change_lexing);
-    assert!(classify("SELECT my_function()").unwrap().may_change_lexing || true);
-    assert!(classify("DO $$ begin perform 1; end $$").unwrap().may_change_lexing);
-    assert!(policy::classify::is_identity_value(" Standard_Conforming_Strings"));
+    // A function call may too, once the catalog says it is not built in.
+    let b = policy::catalog::Builtins::with_functions(["upper"]);
+    assert!(
+        classify("SELECT my_function()")
+            .unwrap()
+            .with_calls(&b)
+            .may_change_lexing
+    );
+    assert!(
+        !classify("SELECT upper('a')")
+            .unwrap()
+            .with_calls(&b)
+            .may_change_lexing
+    );
+    assert!(
+        classify("DO $$ begin perform 1; end $$")
+            .unwrap()
+            .may_change_lexing
+    );
+    assert!(policy::classify::is_identity_value(
+        " Standard_Conforming_Strings"
+    ));
 }

@@ -1,5 +1,6 @@
 //! Rules applied to classified statements.
 
+use policy::catalog::Builtins;
 use policy::classify::{classify, ActionKind};
 use policy::rules::{object_matches, Outcome, Rule, Rules, Verdict};
 use std::collections::BTreeSet;
@@ -118,8 +119,8 @@ fn opaque_statements_touch_what_the_rules_cover_and_nothing_without_rules() {
     let none = BTreeSet::new();
     let held: BTreeSet<String> = ["app_write".to_string()].into();
     let verdict = |rules: &Rules, sql: &str, roles: &BTreeSet<String>| {
-        let builtin = |f: &str| f.starts_with("pg_");
-        rules.decide("app", &classify(sql).unwrap().with_calls(builtin), roles)
+        let builtin = Builtins::with_functions(["pg_terminate_backend", "pg_read_file"]);
+        rules.decide("app", &classify(sql).unwrap().with_calls(&builtin), roles)
     };
     // No rules at all: the database decides everything.
     let empty = Rules::new(vec![]);
@@ -178,7 +179,7 @@ fn a_user_function_beside_an_admin_call_stays_opaque() {
     )]);
     let a = classify("SELECT pg_terminate_backend(42), bump(1)")
         .unwrap()
-        .with_calls(|f| f == "pg_terminate_backend");
+        .with_calls(&Builtins::with_functions(["pg_terminate_backend"]));
     assert_eq!(a.kind, Admin);
     assert!(a.opaque);
     assert_eq!(

@@ -28,8 +28,8 @@ pub enum Statement<'a> {
     Simple(&'a str),
     /// The text of a `Parse` message (extended protocol).
     Parse(&'a str),
-    /// A `FunctionCall` message, by function OID.
-    FunctionCall(u32),
+    /// A `FunctionCall` message: the function's OID and its arguments.
+    FunctionCall(u32, &'a [wire::frontend::FastArg<'a>]),
     /// A `Bind` of a statement whose check the hook deferred to its values
     /// (see [`crate::Session::check_binds`]): those parameters' values, as text
     /// (`None`: NULL or not text).
@@ -40,7 +40,7 @@ impl Statement<'_> {
     pub fn text(&self) -> Option<&str> {
         match self {
             Statement::Simple(t) | Statement::Parse(t) => Some(t),
-            Statement::FunctionCall(_) | Statement::Bind(_) => None,
+            Statement::FunctionCall(..) | Statement::Bind(_) => None,
         }
     }
 }
@@ -120,6 +120,13 @@ pub trait StatementHook: Send + Sync + 'static {
     fn runs_again(&self, _session: &Arc<Session>) -> bool {
         false
     }
+
+    /// The server reports a setting under which the gateway cannot read the
+    /// session's statements as the server will (`standard_conforming_strings
+    /// = off`, a client encoding no outside parser can lex): set outside the
+    /// gateway (a role default, a function). The relay ends the session; the
+    /// hook records it.
+    fn unreadable_session(&self, _session: &Arc<Session>, _setting: &str, _value: &str) {}
 }
 
 /// The hook of the bare gateway: everything goes to the database, which still

@@ -40,6 +40,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use wire::backend::{self, error_code_and_message, ErrorFields};
+use wire::encoding::ClientEncoding;
 use wire::{frontend, tag, Header, WireError};
 
 const MARKER_PREFIX: &str = "jitgate_refused_";
@@ -100,6 +101,9 @@ struct Progress {
     /// client → server side, which owns the server's write half.
     resend: Mutex<Option<BytesMut>>,
     wake: tokio::sync::Notify,
+    /// A statement that may change how the server lexes later ones is
+    /// answered at this ReadyForQuery (see `Session::mark_lexing_change`).
+    lexing_until: AtomicU64,
 }
 
 struct Refusal {
@@ -274,9 +278,9 @@ impl Relay<'_> {
                 }
             }
             _ => {
-                let oid = frontend::function_call_oid(body).map_err(violation)?;
-                if let Verdict::Refuse(err) = self.ask(Statement::FunctionCall(oid), pending).await
-                {
+                let call = frontend::function_call(body).map_err(violation)?;
+                let statement = Statement::FunctionCall(call.oid, &call.args);
+                if let Verdict::Refuse(err) = self.ask(statement, pending).await {
                     let marker = self.refusal(p, err, syncs);
                     frontend::write_query(&mut out, &format!("EXECUTE {marker}"));
                     return Ok(Some(out));
@@ -441,6 +445,11 @@ impl Relay<'_> {
                             syncs += 1;
                         }
                         let body = &buf[pos + Header::SIZE..end];
+                        // Behind a statement that may change lexing: the
+                        // hook reads this one knowing it.
+                        self.session.set_lexing_unsure(
+                            p.ready_seen.load(Relaxed) < p.lexing_until.load(Relaxed),
+                        );
                         let mut pending = Pending {
                             server: &mut server,
                             client: &mut client,
@@ -466,6 +475,16 @@ impl Relay<'_> {
                             )
                             .await
                             .map_err(Ending::ClientViolation)?;
+                        if self.session.take_lexing_change() {
+                            // Answered at this message's sync point (a
+                            // Parse's is the next Sync).
+                            let until = if h.tag == tag::PARSE {
+                                syncs + 1
+                            } else {
+                                syncs
+                            };
+                            p.lexing_until.fetch_max(until, Relaxed);
+                        }
                         let (flushed, error) = (pending.flushed, pending.error.take());
                         if let Some(e) = error {
                             return Err(Ending::ServerIo(e));
@@ -703,10 +722,10 @@ impl Relay<'_> {
                     match step {
                         ServerStep::HoldBack => {
                             if h.tag == tag::PARAMETER_STATUS {
-                                let body = &buf[pos + Header::SIZE..end];
-                                if let Ok(("client_encoding", v)) = backend::parameter_status(body)
+                                if let Some(ending) =
+                                    self.parameter_status(&buf[pos + Header::SIZE..end])
                                 {
-                                    self.session.set_encoding(v);
+                                    return ending;
                                 }
                             }
                             out.extend_from_slice(&buf[start..pos]);
@@ -761,8 +780,8 @@ impl Relay<'_> {
                     if h.tag == tag::READY_FOR_QUERY {
                         self.ready(p, body.first().copied().unwrap_or(b'I'));
                     } else if h.tag == tag::PARAMETER_STATUS {
-                        if let Ok(("client_encoding", value)) = backend::parameter_status(body) {
-                            self.session.set_encoding(value);
+                        if let Some(ending) = self.parameter_status(body) {
+                            return ending;
                         }
                     } else if let Some(replacement) = self.server_error(p, body) {
                         out.extend_from_slice(&buf[start..pos]);
@@ -823,6 +842,26 @@ impl Relay<'_> {
             list.retain(|r| r.until > seen);
             p.has_refusals.store(!list.is_empty(), Relaxed);
         }
+    }
+
+    /// A setting the server reports: the encoding texts are read in; a
+    /// setting under which no outside parser reads statements as the server
+    /// does ends the session (it was set outside the gateway).
+    fn parameter_status(&self, body: &[u8]) -> Option<Ending> {
+        let (name, value) = backend::parameter_status(body).ok()?;
+        let unreadable = match name {
+            "client_encoding" => {
+                self.session.set_encoding(value);
+                ClientEncoding::of(value) == ClientEncoding::Unsafe
+            }
+            "standard_conforming_strings" => !policy::lexing::standard_strings_on(value),
+            _ => false,
+        };
+        if !unreadable {
+            return None;
+        }
+        self.hook.unreadable_session(self.session, name, value);
+        Some(Ending::Terminated(unreadable_error(name, value)))
     }
 
     /// A `42501` from the server for a statement the hook let through: the
@@ -911,6 +950,20 @@ impl Relay<'_> {
         p.has_refusals.store(!list.is_empty(), Relaxed);
         Some(refusal.error)
     }
+}
+
+/// The FATAL for a session the server put under settings the gateway cannot
+/// read statements under.
+pub fn unreadable_error(setting: &str, value: &str) -> ErrorFields {
+    ErrorFields::fatal(
+        "0A000",
+        format!(
+            "jitgate ends this session: the database set {setting} = {value}, under which the \
+             gateway cannot read statements as PostgreSQL will (set outside the gateway: a role \
+             or database default, or a function)"
+        ),
+    )
+    .with_hint("remove the setting (ALTER ROLE/DATABASE ... RESET), then reconnect")
 }
 
 /// Awaits `f` while the session's notices (the gateway's own, such as "holding

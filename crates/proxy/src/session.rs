@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn, Instrument};
 use wire::backend::{self, ErrorFields};
+use wire::encoding::ClientEncoding;
 
 /// Who a session is, once authenticated.
 pub struct SessionInfo {
@@ -252,6 +253,27 @@ async fn relay(
     });
     if let Some(encoding) = backend::find_parameter(&conn.parameter_status, "client_encoding") {
         session.set_encoding(encoding);
+    }
+    // Settings the database imposed (role or database defaults) under which
+    // the gateway could not read statements as the server will: fail closed.
+    let unreadable = |setting: &str, value: &str| match setting {
+        "client_encoding" => ClientEncoding::of(value) == ClientEncoding::Unsafe,
+        _ => !policy::lexing::standard_strings_on(value),
+    };
+    for setting in ["client_encoding", "standard_conforming_strings"] {
+        let value = backend::find_parameter(&conn.parameter_status, setting).map(str::to_string);
+        if let Some(value) = value {
+            if unreadable(setting, &value) {
+                shared.hook.unreadable_session(&session, setting, &value);
+                conn.close().await;
+                say_fatal(
+                    &mut client,
+                    &crate::relay::unreadable_error(setting, &value),
+                )
+                .await;
+                return;
+            }
+        }
     }
     let _listed = shared.sessions.register(session.clone());
     let registration = shared

@@ -69,6 +69,12 @@ pub struct Session {
     /// Parameters (1-based) of the `Parse` just let through whose values the
     /// hook wants to see at each `Bind` (`set_config($1, ...)`).
     bind_check: Mutex<Option<Vec<i32>>>,
+    /// The hook let through a statement that may change how the server
+    /// lexes what follows (see `policy::lexing`); the relay takes it.
+    lexing_change: AtomicBool,
+    /// Such a statement is still running: the statement being judged may be
+    /// lexed by the server under settings the gateway does not know yet.
+    lexing_unsure: AtomicBool,
     bind_check_set: AtomicBool,
     /// Whether the gateway holds a statement (waiting for a decision).
     holding: AtomicBool,
@@ -128,6 +134,8 @@ impl Session {
             busy: AtomicBool::new(false),
             encoding: AtomicU8::new(ENCODING_UTF8),
             bind_check: Mutex::new(None),
+            lexing_change: AtomicBool::new(false),
+            lexing_unsure: AtomicBool::new(false),
             bind_check_set: AtomicBool::new(false),
             holding: AtomicBool::new(false),
             cancels: AtomicU64::new(0),
@@ -210,6 +218,27 @@ impl Session {
     pub fn check_binds(&self, params: Vec<i32>) {
         *self.bind_check.lock().unwrap() = Some(params);
         self.bind_check_set.store(true, Relaxed);
+    }
+
+    /// The statement being let through may change how the server lexes the
+    /// session's next statements (it sets a lexical setting, or runs code
+    /// the gateway cannot see into).
+    pub fn mark_lexing_change(&self) {
+        self.lexing_change.store(true, Relaxed);
+    }
+
+    pub(crate) fn take_lexing_change(&self) -> bool {
+        self.lexing_change.swap(false, Relaxed)
+    }
+
+    /// Whether a statement that may change lexing is still running ahead of
+    /// the one being judged (pipelined behind it).
+    pub fn lexing_unsure(&self) -> bool {
+        self.lexing_unsure.load(Relaxed)
+    }
+
+    pub(crate) fn set_lexing_unsure(&self, unsure: bool) {
+        self.lexing_unsure.store(unsure, Relaxed);
     }
 
     /// What the hook asked about the `Parse` just judged (no lock unless it did).

@@ -186,6 +186,8 @@ fn options_change_identity(options: &str) -> bool {
         name == "role"
             || name == "session_authorization"
             || (name == "client_encoding" && ClientEncoding::of(value) == ClientEncoding::Unsafe)
+            || (name == "standard_conforming_strings"
+                && !policy::lexing::standard_strings_on(value))
     };
     let mut i = 0;
     while i < tokens.len() {
@@ -208,6 +210,11 @@ fn options_change_identity(options: &str) -> bool {
     }
     false
 }
+
+/// Why `standard_conforming_strings = off` is refused.
+pub const STANDARD_STRINGS_OFF: &str = "jitgate refuses standard_conforming_strings = off: \
+     backslashes in plain string literals would then end literals where no parser outside the \
+     server can see, so the gateway could not read statements as PostgreSQL will";
 
 fn is_false(v: &str) -> bool {
     matches!(
@@ -246,8 +253,9 @@ pub fn check(request: &Request) -> Result<Checked, StartupError> {
                 if options_change_identity(v) {
                     return Err(fatal(
                         "42501",
-                        "startup options that set role, session_authorization or a client_encoding \
-                         jitgate cannot lex are refused",
+                        "startup options that set role, session_authorization, \
+                         standard_conforming_strings = off or a client_encoding jitgate cannot \
+                         lex are refused",
                     ));
                 }
                 upstream_params.push((k.clone(), v.clone()));
@@ -262,6 +270,13 @@ pub fn check(request: &Request) -> Result<Checked, StartupError> {
                         ),
                     )
                     .with_hint("use UTF8, or a single-byte or EUC encoding"),
+                ))
+            }
+            "standard_conforming_strings" if !policy::lexing::standard_strings_on(v) => {
+                return Err(StartupError::Fatal(
+                    ErrorFields::fatal("0A000", STANDARD_STRINGS_OFF).with_hint(
+                        "leave standard_conforming_strings on; write E'...' for escapes",
+                    ),
                 ))
             }
             _ if key.starts_with("_pq_.") => unknown_options.push(k.clone()),

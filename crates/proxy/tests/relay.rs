@@ -139,18 +139,25 @@ async fn refused_simple_query_errors_and_session_stays_usable() {
 }
 
 #[tokio::test]
-async fn refusal_inside_a_multi_statement_query_runs_what_came_before_and_aborts_like_postgres() {
+async fn a_multi_statement_query_with_a_refusal_is_refused_whole_and_aborts_like_postgres() {
     let gw = refusing_gateway().await;
     let mut r = Raw::login(gw.addr, "alice", ALICE_PW).await;
+    // PostgreSQL runs a Query as one implicit transaction: all or nothing.
+    // Nothing of it is sent, not even the statement before the refused one.
     r.send(&raw::query(
-        "SELECT 'before'; SELECT * FROM forbidden_table; SELECT 'after'",
+        "INSERT INTO scratch VALUES (2, 'before'); SELECT * FROM forbidden_table; SELECT 'after'",
     ))
     .await;
     let got = r.until_ready().await;
-    // RowDescription + DataRow + CommandComplete for 'before', then our error.
-    assert_eq!(tags(&got), "TDCEZ");
-    assert_eq!(error_fields(&got[3].1).0, "42501");
-    assert_eq!(&got[4].1[..], b"I");
+    assert_eq!(tags(&got), "EZ");
+    assert_eq!(error_fields(&got[0].1).0, "42501");
+    assert_eq!(&got[1].1[..], b"I");
+    assert_eq!(
+        cluster()
+            .psql("app", "SELECT count(*) FROM scratch WHERE id = 2")
+            .unwrap(),
+        "0"
+    );
     // In an explicit transaction the refusal fails the transaction, as a real error would.
     r.send(&raw::query("BEGIN; INSERT INTO scratch VALUES (1, 'x')"))
         .await;

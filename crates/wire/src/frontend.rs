@@ -70,9 +70,68 @@ pub fn parse(body: &[u8]) -> Result<Parse<'_>, WireError> {
     Ok(Parse { statement, query })
 }
 
-/// `FunctionCall`: the OID of the function called (fast-path interface).
-pub fn function_call_oid(body: &[u8]) -> Result<u32, WireError> {
-    Ok(Reader::new(body).i32("function oid")? as u32)
+/// One argument of a `FunctionCall`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastArg<'a> {
+    Null,
+    Text(&'a [u8]),
+    Binary(&'a [u8]),
+}
+
+/// `FunctionCall` (the fast-path interface): the function's OID and its
+/// arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FunctionCall<'a> {
+    pub oid: u32,
+    pub args: Vec<FastArg<'a>>,
+}
+
+pub fn function_call(body: &[u8]) -> Result<FunctionCall<'_>, WireError> {
+    let mut r = Reader::new(body);
+    let oid = r.i32("function oid")? as u32;
+    let nformats = r.i16("argument format count")?;
+    if nformats < 0 {
+        return Err(WireError::Unexpected("negative format count".into()));
+    }
+    let mut formats = Vec::with_capacity(nformats as usize);
+    for _ in 0..nformats {
+        formats.push(r.i16("argument format")?);
+    }
+    let n = r.i16("argument count")?;
+    if n < 0 {
+        return Err(WireError::Unexpected("negative argument count".into()));
+    }
+    if nformats > 1 && nformats != n {
+        return Err(WireError::Unexpected(
+            "argument formats do not match arguments".into(),
+        ));
+    }
+    let mut args = Vec::with_capacity(n as usize);
+    for i in 0..n as usize {
+        let len = r.i32("argument length")?;
+        let binary = match formats.as_slice() {
+            [] => false,
+            [one] => *one == 1,
+            all => all[i] == 1,
+        };
+        args.push(match len {
+            -1 => FastArg::Null,
+            l if l < 0 => return Err(WireError::Unexpected("negative argument length".into())),
+            l => {
+                let v = r.take(l as usize, "argument value")?;
+                if binary {
+                    FastArg::Binary(v)
+                } else {
+                    FastArg::Text(v)
+                }
+            }
+        });
+    }
+    r.i16("result format")?;
+    if !r.is_empty() {
+        return Err(WireError::Unexpected("bytes after FunctionCall".into()));
+    }
+    Ok(FunctionCall { oid, args })
 }
 
 /// `SASLInitialResponse`: mechanism name and the client-first-message.
@@ -115,6 +174,28 @@ pub fn write_describe_statement(buf: &mut BytesMut, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_function_calls_without_panicking() {
+        // set_config('role', 'x', false): three text arguments.
+        let mut b = Vec::new();
+        b.extend_from_slice(&2078u32.to_be_bytes());
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&3i16.to_be_bytes());
+        for v in [&b"role"[..], b"x", b"f"] {
+            b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            b.extend_from_slice(v);
+        }
+        b.extend_from_slice(&0i16.to_be_bytes());
+        let f = function_call(&b).unwrap();
+        assert_eq!(f.oid, 2078);
+        assert_eq!(f.args[0], FastArg::Text(b"role"));
+        // Every truncation is an error, never a panic.
+        for cut in 0..b.len() {
+            assert!(function_call(&b[..cut]).is_err(), "{cut}");
+        }
+    }
 
     #[test]
     fn reads_query_text() {

@@ -193,7 +193,7 @@ impl StatementHook for RefuseForbidden {
         }
         let refuse = match statement {
             Statement::Simple(s) | Statement::Parse(s) => s.to_lowercase().contains("forbidden"),
-            Statement::FunctionCall(oid) => oid == self.refused_function,
+            Statement::FunctionCall(oid, _) => oid == self.refused_function,
             Statement::Bind(_) => false,
         };
         if refuse {

@@ -1,0 +1,111 @@
+//! What a database has built in, read from its live catalog.
+//!
+//! A call of a built-in function is transparent to the classifier (it knows
+//! what `lower` or `nextval` does); anything else may run code its owner
+//! wrote. Names alone do not say which is which: `lower(1)` resolves to a
+//! user's `public.lower(int)` if there is one, since `pg_catalog` has no
+//! `lower(int)`. So a name counts as built in only when the database has a
+//! built-in object of that name (OID below 16384, FirstNormalObjectId) and
+//! no user-defined one shares it. The same holds for operators (each runs a
+//! function) and types (a cast to a domain runs its checks, a user cast its
+//! function).
+//!
+//! The snapshot is taken at start and at every reconcile; objects created
+//! through the gateway in between are noted at once ([`Builtins::shadow`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+#[derive(Debug, Default)]
+pub struct Builtins {
+    /// Names (lower case) of built-in functions no user function shares.
+    pub functions: HashSet<String>,
+    /// The same for operators and types.
+    pub operators: HashSet<String>,
+    pub types: HashSet<String>,
+    /// Built-in functions by OID: `(name, schema)`, for `FunctionCall`.
+    pub by_oid: HashMap<u32, String>,
+    /// Names created through the gateway since the snapshot.
+    shadowed: RwLock<HashSet<String>>,
+}
+
+impl Builtins {
+    /// Built-ins with just these functions, and the common operators and
+    /// types (for tests and tools without a database).
+    pub fn with_functions<'a>(names: impl IntoIterator<Item = &'a str>) -> Builtins {
+        Builtins {
+            functions: names.into_iter().map(str::to_string).collect(),
+            operators: [
+                "=", "<>", "<", ">", "<=", ">=", "+", "-", "*", "/", "||", "~~",
+            ]
+            .map(String::from)
+            .into(),
+            types: [
+                "int4", "int8", "text", "bool", "numeric", "regclass", "varchar",
+            ]
+            .map(String::from)
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    /// Whether `name` (as written: `f` or `pg_catalog.f`) is a built-in
+    /// function; a name qualified with another schema never is.
+    pub fn function(&self, name: &str) -> bool {
+        self.known(&self.functions, name)
+    }
+
+    pub fn operator(&self, name: &str) -> bool {
+        self.known(&self.operators, name)
+    }
+
+    pub fn type_(&self, name: &str) -> bool {
+        self.known(&self.types, name)
+    }
+
+    fn known(&self, set: &HashSet<String>, name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        let base = match lower.rsplit_once('.') {
+            Some(("pg_catalog", base)) => base,
+            Some(_) => return false,
+            None => lower.as_str(),
+        };
+        set.contains(base) && !self.shadowed.read().unwrap().contains(base)
+    }
+
+    /// A user-defined function, operator or type named `name` now exists
+    /// (created through the gateway): the name no longer counts as built in.
+    pub fn shadow(&self, name: &str) {
+        let lower = name.to_ascii_lowercase();
+        let base = lower.rsplit('.').next().unwrap_or(&lower).to_string();
+        if self.functions.contains(&base)
+            || self.operators.contains(&base)
+            || self.types.contains(&base)
+        {
+            self.shadowed.write().unwrap().insert(base);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unshadowed_built_in_names_count() {
+        let b = Builtins {
+            functions: ["lower", "nextval"].map(String::from).into(),
+            ..Default::default()
+        };
+        assert!(b.function("lower"));
+        assert!(b.function("PG_CATALOG.lower"));
+        assert!(!b.function("public.lower"));
+        assert!(!b.function("wipe"));
+        b.shadow("public.lower");
+        assert!(
+            !b.function("lower"),
+            "a user lower(int) may be the one called"
+        );
+        assert!(b.function("nextval"));
+    }
+}
