@@ -21,7 +21,7 @@ use policy::classify::{classify, is_identity_value, Action, ActionKind, Prepared
 use policy::privilege::ManagedObjects;
 use policy::rules::{Rules, Verdict as RuleVerdict};
 use policy::{Clock, Policy, Time};
-use proxy::{Check, Session, Statement, StatementHook, Verdict};
+use proxy::{Bound, Check, Session, Statement, StatementHook, Verdict};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -148,7 +148,7 @@ impl HookState {
                 }
             }
             // Judged by its values (see `PolicyHook::check`), never classified.
-            Statement::Bind(_) => Arc::new(Ok(Action::function_call(None))),
+            Statement::Bind { text, .. } => self.classify(database, Statement::Parse(text)),
         }
     }
 
@@ -389,8 +389,33 @@ fn statement_text(statement: Statement<'_>, action: Option<&Action>) -> String {
                 .unwrap_or_else(|| "a function that is not built in".into());
             format!("<fast-path call of {name}, oid {oid}>")
         }
-        Statement::Bind(values) => format!("<bind of set_config with {values:?}>"),
+        Statement::Bind { text, values } => bound_text(text, values),
     }
+}
+
+/// A bound statement as one text: the statement, then its values, rendered
+/// the same way every time (an `approve_each` approval is for these).
+fn bound_text(text: &str, values: &[Bound<'_>]) -> String {
+    use postgres_protocol::escape::escape_literal;
+    if values.is_empty() {
+        return text.to_string();
+    }
+    let rendered: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let v = match v {
+                Bound::Null => "NULL".to_string(),
+                Bound::Text(t) => escape_literal(t),
+                Bound::Bytes(b) => {
+                    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                    format!("<binary {hex}>")
+                }
+            };
+            format!("${} = {v}", i + 1)
+        })
+        .collect();
+    format!("{text}\n-- bound: {}", rendered.join(", "))
 }
 
 /// The SQL a fast-path call amounts to: text arguments as literals, binary
@@ -468,14 +493,31 @@ impl StatementHook for PolicyHook {
 
     fn check(&self, session: &Arc<Session>, statement: Statement<'_>) -> Check {
         let st = &self.state;
-        // `set_config($1, ...)`: the values decide, at Bind.
-        if let Statement::Bind(values) = statement {
-            if values.iter().flatten().any(|v| is_identity_value(v)) {
+        // A Bind the hook asked to see: judged again, with its values.
+        if let Statement::Bind { text, values } = statement {
+            let classified = st.classify(&session.database, Statement::Parse(text));
+            let Ok(action) = &*classified else {
+                let err = st.refusal("jitgate: the statement bound cannot be read");
+                return Check::Refuse(err);
+            };
+            // `set_config($1, ...)`: the value of the name decides.
+            let identity =
+                action
+                    .identity_params
+                    .iter()
+                    .any(|&n| match values.get((n - 1) as usize) {
+                        Some(Bound::Text(v)) => is_identity_value(v),
+                        Some(Bound::Bytes(b)) => {
+                            std::str::from_utf8(b).is_ok_and(is_identity_value)
+                        }
+                        _ => false,
+                    });
+            if identity {
                 let text = statement_text(statement, None);
                 let err = st.refusal(format!("jitgate: {IDENTITY_REFUSAL}"));
                 return Check::Refuse(st.refuse(session, &text, "session", None, err, true));
             }
-            return Check::Allow;
+            return self.verdict(session, statement, action);
         }
         // Pipelined behind a statement that may change how the server lexes
         // (a function may set standard_conforming_strings): only a text that
@@ -548,7 +590,7 @@ impl StatementHook for PolicyHook {
         if !action.identity_params.is_empty() {
             match statement {
                 // Decided at each Bind, by the values.
-                Statement::Parse(_) => session.check_binds(action.identity_params.clone()),
+                Statement::Parse(_) => session.check_binds(),
                 _ => {
                     let text = statement_text(statement, Some(action));
                     let err = st.refusal(format!("jitgate: {IDENTITY_REFUSAL}"));
@@ -664,6 +706,12 @@ impl PolicyHook {
                 if lent.is_empty() {
                     return Check::Allow;
                 }
+                if let Statement::Parse(_) = statement {
+                    // Parsing runs nothing: each Bind is judged (and
+                    // recorded) with the grants in force then.
+                    session.check_binds();
+                    return Check::Allow;
+                }
                 let text = statement_text(statement, Some(action));
                 if action.holdable_cursor {
                     let err = st.refusal(HOLDABLE_REFUSAL);
@@ -715,6 +763,11 @@ impl PolicyHook {
                     role,
                     false,
                 )
+            }
+            RuleVerdict::ApproveEach(_) if matches!(statement, Statement::Parse(_)) => {
+                // Approved with its values: decided at each Bind.
+                session.check_binds();
+                Check::Allow
             }
             RuleVerdict::ApproveEach(role) => {
                 let text = statement_text(statement, Some(action));

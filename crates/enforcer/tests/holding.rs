@@ -153,6 +153,30 @@ async fn approve_each_runs_exactly_the_approved_statement_once() {
 }
 
 #[tokio::test]
+async fn an_approve_each_approval_covers_the_text_and_the_bound_values_once() {
+    let j = Jitgate::start("").await;
+    let (alice, _) = j.connect("alice").await;
+    let sql = "UPDATE payments SET amount = $1 WHERE id = $2";
+    let update = alice.prepare(sql).await.unwrap(); // parsing runs nothing
+    let e = alice.execute(&update, &[&0i32, &7i32]).await.unwrap_err();
+    assert!(message(&e).contains("its own approval"), "{e}");
+    let pending = j.pending().await;
+    let approved = pending[0].statement.clone().unwrap();
+    assert!(approved.starts_with(sql), "{approved}");
+    assert!(approved.contains("$2 = <binary 00000007>"), "{approved}");
+    j.approve(pending[0].id, "bob").await;
+    assert!(j.until(Duration::from_secs(2), || j.member("alice")).await);
+    // Other values are another statement.
+    let e = alice.execute(&update, &[&0i32, &8i32]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    // The approved values run, once.
+    assert_eq!(alice.execute(&update, &[&0i32, &7i32]).await.unwrap(), 1);
+    let e = alice.execute(&update, &[&0i32, &7i32]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    j.stop().await;
+}
+
+#[tokio::test]
 async fn drift_is_revoked_before_serving_and_while_serving() {
     let text = config_text("reconcile_interval = \"200ms\"");
     let prefix = text

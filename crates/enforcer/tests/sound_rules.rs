@@ -379,6 +379,29 @@ async fn fast_path_calls_are_judged_as_the_select_they_amount_to() {
 }
 
 #[tokio::test]
+async fn a_statement_prepared_under_a_grant_is_judged_again_at_each_bind() {
+    let j = start().await;
+    let (alice, _) = j.connect("alice").await;
+    let id = j.request("alice", chrono::Duration::seconds(600)).await;
+    let grant = j.approve(id, "bob").await;
+    assert!(j.until(Duration::from_secs(2), || j.member("alice")).await);
+    let update = alice
+        .prepare("UPDATE orders SET total = total WHERE id = $1 /* bind-marker */")
+        .await
+        .unwrap();
+    assert_eq!(alice.execute(&update, &[&9i32]).await.unwrap(), 1);
+    let ran = cluster().log().matches("bind-marker").count();
+    j.revoke(grant.id).await;
+    assert!(j.until(Duration::from_secs(5), || !j.member("alice")).await);
+    // The baseline role may write orders: only the gateway stands in the way.
+    let e = alice.execute(&update, &[&9i32]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(message(&e).starts_with("jitgate"), "{}", message(&e));
+    assert_eq!(cluster().log().matches("bind-marker").count(), ran);
+    j.stop().await;
+}
+
+#[tokio::test]
 async fn a_query_with_a_refused_statement_sends_none_of_it() {
     let j = start().await;
     let (alice, _) = j.connect("alice").await;

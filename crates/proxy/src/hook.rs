@@ -30,19 +30,31 @@ pub enum Statement<'a> {
     Parse(&'a str),
     /// A `FunctionCall` message: the function's OID and its arguments.
     FunctionCall(u32, &'a [wire::frontend::FastArg<'a>]),
-    /// A `Bind` of a statement whose check the hook deferred to its values
-    /// (see [`crate::Session::check_binds`]): those parameters' values, as text
-    /// (`None`: NULL or not text).
-    Bind(&'a [Option<&'a str>]),
+    /// A `Bind` of a statement the hook asked to judge again at each Bind
+    /// (see [`crate::Session::check_binds`]): its text and bound values.
+    Bind {
+        text: &'a str,
+        values: &'a [Bound<'a>],
+    },
 }
 
 impl Statement<'_> {
     pub fn text(&self) -> Option<&str> {
         match self {
             Statement::Simple(t) | Statement::Parse(t) => Some(t),
-            Statement::FunctionCall(..) | Statement::Bind(_) => None,
+            Statement::FunctionCall(..) | Statement::Bind { .. } => None,
         }
     }
+}
+
+/// One bound parameter value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound<'a> {
+    Null,
+    /// Text format, in the session's encoding, decoded.
+    Text(&'a str),
+    /// Binary format, or text the session's encoding cannot read.
+    Bytes(&'a [u8]),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,7 +40,7 @@ pub mod tls;
 pub mod upstream;
 
 pub use hook::{
-    AllowAll, Check, Denied, Explained, Statement, StatementHook, Verdict, VerdictFuture,
+    AllowAll, Bound, Check, Denied, Explained, Statement, StatementHook, Verdict, VerdictFuture,
 };
 pub use sessions::{Notes, Session, Sessions};
 

@@ -27,7 +27,7 @@
 //! client side swaps that error for the hook's error on its way out. No
 //! statement text the hook refused ever reaches the server.
 
-use crate::hook::{Check, Denied, Explained, Statement, StatementHook, Verdict};
+use crate::hook::{Bound, Check, Denied, Explained, Statement, StatementHook, Verdict};
 use crate::rerun::{Rerun, ServerStep};
 use crate::sessions::{Session, SessionIo};
 use crate::split;
@@ -205,7 +205,7 @@ impl Relay<'_> {
         syncs: u64,
         skipping: &mut bool,
         pending: &mut Pending<'_, '_>,
-        bind_checks: &mut HashMap<Vec<u8>, Vec<i32>>,
+        bind_checks: &mut HashMap<Vec<u8>, String>,
     ) -> Result<Option<BytesMut>, ErrorFields> {
         let mut out = BytesMut::new();
         match tag {
@@ -247,10 +247,11 @@ impl Relay<'_> {
                     Some(text) => self.ask(Statement::Parse(&text), pending).await,
                     None => Verdict::Refuse(encoding.unreadable(parse.query)),
                 };
-                // The hook may want to see this statement's Binds.
+                // The hook may want to judge this statement's Binds.
                 match (&verdict, self.session.take_bind_check()) {
-                    (Verdict::Allow, Some(params)) => {
-                        bind_checks.insert(name.to_vec(), params);
+                    (Verdict::Allow, true) => {
+                        let text = encoding.decode(parse.query).unwrap_or_default();
+                        bind_checks.insert(name.to_vec(), text.into_owned());
                     }
                     _ if !bind_checks.is_empty() => {
                         bind_checks.remove(name);
@@ -263,17 +264,34 @@ impl Relay<'_> {
             }
             tag::BIND => {
                 let bind = frontend::bind(body).map_err(violation)?;
-                let Some(params) = bind_checks.get(bind.statement) else {
+                let Some(text) = bind_checks.get(bind.statement) else {
                     return Ok(None);
                 };
-                let values: Vec<Option<&str>> = params
+                let encoding = self.session.encoding();
+                let decoded: Vec<Option<std::borrow::Cow<'_, str>>> = bind
+                    .params
                     .iter()
-                    .map(|&n| {
-                        let v = bind.params.get((n - 1) as usize).copied().flatten();
-                        v.and_then(|b| std::str::from_utf8(b).ok())
+                    .zip(&bind.binary)
+                    .map(|(v, binary)| match v {
+                        Some(b) if !binary => encoding.decode(b),
+                        _ => None,
                     })
                     .collect();
-                if let Verdict::Refuse(err) = self.ask(Statement::Bind(&values), pending).await {
+                let values: Vec<Bound<'_>> = bind
+                    .params
+                    .iter()
+                    .zip(&decoded)
+                    .map(|(v, d)| match (v, d) {
+                        (None, _) => Bound::Null,
+                        (Some(_), Some(t)) => Bound::Text(t),
+                        (Some(b), None) => Bound::Bytes(b),
+                    })
+                    .collect();
+                let statement = Statement::Bind {
+                    text,
+                    values: &values,
+                };
+                if let Verdict::Refuse(err) = self.ask(statement, pending).await {
                     return Ok(Some(self.refuse_extended(p, err, syncs, skipping)));
                 }
             }
@@ -326,7 +344,7 @@ impl Relay<'_> {
         let mut syncs = 0u64;
         // Prepared statements whose Binds the hook checks (by name; `""` is
         // the unnamed one). Empty for nearly every session: Binds stream.
-        let mut bind_checks: HashMap<Vec<u8>, Vec<i32>> = HashMap::new();
+        let mut bind_checks: HashMap<Vec<u8>, String> = HashMap::new();
         loop {
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK);

@@ -68,14 +68,13 @@ pub struct Session {
     encoding: AtomicU8,
     /// Parameters (1-based) of the `Parse` just let through whose values the
     /// hook wants to see at each `Bind` (`set_config($1, ...)`).
-    bind_check: Mutex<Option<Vec<i32>>>,
+    bind_check: AtomicBool,
     /// The hook let through a statement that may change how the server
     /// lexes what follows (see `policy::lexing`); the relay takes it.
     lexing_change: AtomicBool,
     /// Such a statement is still running: the statement being judged may be
     /// lexed by the server under settings the gateway does not know yet.
     lexing_unsure: AtomicBool,
-    bind_check_set: AtomicBool,
     /// Whether the gateway holds a statement (waiting for a decision).
     holding: AtomicBool,
     /// Client cancel requests seen (held statements watch it).
@@ -133,10 +132,9 @@ impl Session {
             tx_status: AtomicU8::new(b'I'),
             busy: AtomicBool::new(false),
             encoding: AtomicU8::new(ENCODING_UTF8),
-            bind_check: Mutex::new(None),
+            bind_check: AtomicBool::new(false),
             lexing_change: AtomicBool::new(false),
             lexing_unsure: AtomicBool::new(false),
-            bind_check_set: AtomicBool::new(false),
             holding: AtomicBool::new(false),
             cancels: AtomicU64::new(0),
             cancelled: Notify::new(),
@@ -213,11 +211,12 @@ impl Session {
         self.tx_status.load(Relaxed) != b'I'
     }
 
-    /// The hook lets the `Parse` it is judging through, but wants to see
-    /// these parameters' values at each `Bind` of that statement.
-    pub fn check_binds(&self, params: Vec<i32>) {
-        *self.bind_check.lock().unwrap() = Some(params);
-        self.bind_check_set.store(true, Relaxed);
+    /// The hook lets the `Parse` it is judging through, but judges each
+    /// `Bind` of that statement again, with its values (a bound `set_config`
+    /// name; a statement allowed by a grant, which may have ended by then; an
+    /// `approve_each` statement, approved with its values).
+    pub fn check_binds(&self) {
+        self.bind_check.store(true, Relaxed);
     }
 
     /// The statement being let through may change how the server lexes the
@@ -241,12 +240,9 @@ impl Session {
         self.lexing_unsure.store(unsure, Relaxed);
     }
 
-    /// What the hook asked about the `Parse` just judged (no lock unless it did).
-    pub(crate) fn take_bind_check(&self) -> Option<Vec<i32>> {
-        if !self.bind_check_set.swap(false, Relaxed) {
-            return None;
-        }
-        self.bind_check.lock().unwrap().take()
+    /// Whether the hook asked to judge the Binds of the `Parse` just judged.
+    pub(crate) fn take_bind_check(&self) -> bool {
+        self.bind_check.swap(false, Relaxed)
     }
 
     /// How the session's text is read (the server's latest `client_encoding`).

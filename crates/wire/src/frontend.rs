@@ -20,6 +20,8 @@ pub fn query_bytes(body: &[u8]) -> Result<&[u8], WireError> {
 pub struct Bind<'a> {
     pub statement: &'a [u8],
     pub params: Vec<Option<&'a [u8]>>,
+    /// Per parameter: sent in binary format.
+    pub binary: Vec<bool>,
 }
 
 pub fn bind(body: &[u8]) -> Result<Bind<'_>, WireError> {
@@ -30,11 +32,26 @@ pub fn bind(body: &[u8]) -> Result<Bind<'_>, WireError> {
     if formats < 0 {
         return Err(WireError::Unexpected("negative format count".into()));
     }
-    r.take(formats as usize * 2, "parameter formats")?;
+    let mut codes = Vec::with_capacity(formats as usize);
+    for _ in 0..formats {
+        codes.push(r.i16("parameter format")?);
+    }
     let n = r.i16("parameter count")?;
     if n < 0 {
         return Err(WireError::Unexpected("negative parameter count".into()));
     }
+    if codes.len() > 1 && codes.len() != n as usize {
+        return Err(WireError::Unexpected(
+            "parameter formats do not match parameters".into(),
+        ));
+    }
+    let binary = (0..n as usize)
+        .map(|i| match codes.as_slice() {
+            [] => false,
+            [one] => *one == 1,
+            all => all[i] == 1,
+        })
+        .collect();
     let mut params = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let len = i32::from_be_bytes(r.take(4, "parameter length")?.try_into().unwrap());
@@ -44,7 +61,11 @@ pub fn bind(body: &[u8]) -> Result<Bind<'_>, WireError> {
             l => Some(r.take(l as usize, "parameter value")?),
         });
     }
-    Ok(Bind { statement, params })
+    Ok(Bind {
+        statement,
+        params,
+        binary,
+    })
 }
 
 /// The parts of `Parse` the gateway needs, as bytes in the session's client

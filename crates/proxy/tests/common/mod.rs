@@ -194,7 +194,7 @@ impl StatementHook for RefuseForbidden {
         let refuse = match statement {
             Statement::Simple(s) | Statement::Parse(s) => s.to_lowercase().contains("forbidden"),
             Statement::FunctionCall(oid, _) => oid == self.refused_function,
-            Statement::Bind(_) => false,
+            Statement::Bind { .. } => false,
         };
         if refuse {
             Check::Refuse(
