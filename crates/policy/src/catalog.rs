@@ -14,6 +14,7 @@
 //! through the gateway in between are noted at once ([`Builtins::shadow`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::RwLock;
 
 #[derive(Debug, Default)]
@@ -27,6 +28,7 @@ pub struct Builtins {
     pub by_oid: HashMap<u32, String>,
     /// Names created through the gateway since the snapshot.
     shadowed: RwLock<HashSet<String>>,
+    any_shadowed: AtomicBool,
 }
 
 impl Builtins {
@@ -63,14 +65,16 @@ impl Builtins {
         self.known(&self.types, name)
     }
 
+    /// `name` as the classifier reports it (lower case). No allocation: this
+    /// runs for every statement that calls a function or uses an operator.
     fn known(&self, set: &HashSet<String>, name: &str) -> bool {
-        let lower = name.to_ascii_lowercase();
-        let base = match lower.rsplit_once('.') {
-            Some(("pg_catalog", base)) => base,
+        let base = match name.rsplit_once('.') {
+            Some((schema, base)) if schema.eq_ignore_ascii_case("pg_catalog") => base,
             Some(_) => return false,
-            None => lower.as_str(),
+            None => name,
         };
-        set.contains(base) && !self.shadowed.read().unwrap().contains(base)
+        set.contains(base)
+            && !(self.any_shadowed.load(Relaxed) && self.shadowed.read().unwrap().contains(base))
     }
 
     /// A user-defined function, operator or type named `name` now exists
@@ -83,6 +87,7 @@ impl Builtins {
             || self.types.contains(&base)
         {
             self.shadowed.write().unwrap().insert(base);
+            self.any_shadowed.store(true, Relaxed);
         }
     }
 }
@@ -99,6 +104,7 @@ mod tests {
         };
         assert!(b.function("lower"));
         assert!(b.function("PG_CATALOG.lower"));
+        assert!(!b.function("LOWER"), "names come lower case from the classifier");
         assert!(!b.function("public.lower"));
         assert!(!b.function("wipe"));
         b.shadow("public.lower");
