@@ -610,7 +610,7 @@ impl StatementHook for PolicyHook {
         let action = match &action.prepared {
             Some(PreparedOp::Execute(name)) => {
                 stored = session.notes.lock().unwrap().prepared.get(name).cloned();
-                match stored.as_ref().and_then(|a| a.downcast_ref::<Action>()) {
+                match stored.as_deref() {
                     Some(prepared) => prepared,
                     None => action, // unknown: refused unless a rule allows it
                 }

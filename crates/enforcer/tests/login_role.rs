@@ -15,9 +15,7 @@ fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let c = cluster();
-        c.psql("app", "ALTER SYSTEM SET log_statement = 'all'")
-            .unwrap();
-        c.psql("app", "SELECT pg_reload_conf()").unwrap();
+        log_every_statement();
         c.psql(
             "app",
             "CREATE SCHEMA w_schema AUTHORIZATION app_write;
@@ -27,20 +25,7 @@ fn setup() {
              ALTER FUNCTION w_schema.owned_fn() OWNER TO app_write;",
         )
         .unwrap();
-        // The reload is asynchronous: wait until a new session sees it.
-        for _ in 0..100 {
-            if c.psql("app", "SHOW log_statement").unwrap().contains("all") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("log_statement did not take effect");
     });
-}
-
-/// Whether the server ever received a statement containing `marker`.
-fn server_saw(marker: &str) -> bool {
-    cluster().log().contains(marker)
 }
 
 async fn grant_for_alice(j: &Jitgate) -> i64 {

@@ -21,9 +21,7 @@ fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let c = cluster();
-        c.psql("app", "ALTER SYSTEM SET log_statement = 'all'")
-            .unwrap();
-        c.psql("app", "SELECT pg_reload_conf()").unwrap();
+        log_every_statement();
         c.psql(
             "app",
             "GRANT SELECT ON secrets TO app_read;
@@ -44,18 +42,7 @@ fn setup() {
                AS $$ SELECT set_config('standard_conforming_strings', 'off', false) $$;",
         )
         .unwrap();
-        for _ in 0..100 {
-            if c.psql("app", "SHOW log_statement").unwrap().contains("all") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("log_statement did not take effect");
     });
-}
-
-fn server_saw(marker: &str) -> bool {
-    cluster().log().contains(marker)
 }
 
 fn count(sql: &str) -> String {
@@ -123,6 +110,31 @@ async fn lexical_settings_cannot_be_turned_off_in_any_spelling() {
         .batch_execute("SET standard_conforming_strings = on; RESET standard_conforming_strings")
         .await
         .unwrap();
+    // psql, with the setting in the statement and in PGOPTIONS.
+    for (options, sql) in [
+        ("", "SET standard_conforming_strings = off"),
+        ("-c standard_conforming_strings=off", "SELECT 1"),
+    ] {
+        // psql blocks: off the runtime thread, which serves the gateway.
+        let (addr, options_env, sql_arg) = (j.addr, options.to_string(), sql.to_string());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("psql")
+                .args(["-X", "-v", "ON_ERROR_STOP=1", "-h"])
+                .arg(addr.ip().to_string())
+                .args(["-p", &addr.port().to_string(), "-U", "alice", "-d", "app"])
+                .args(["-c", &sql_arg])
+                .env("PGPASSWORD", PW)
+                .env("PGOPTIONS", options_env)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("psql runs")
+        })
+        .await
+        .unwrap();
+        assert!(!out.status.success(), "{options:?} {sql}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("standard_conforming_strings"), "{stderr}");
+    }
     // Startup parameters and options.
     for (key, value) in [
         ("standard_conforming_strings", "off"),

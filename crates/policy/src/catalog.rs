@@ -104,7 +104,10 @@ mod tests {
         };
         assert!(b.function("lower"));
         assert!(b.function("PG_CATALOG.lower"));
-        assert!(!b.function("LOWER"), "names come lower case from the classifier");
+        assert!(
+            !b.function("LOWER"),
+            "names come lower case from the classifier"
+        );
         assert!(!b.function("public.lower"));
         assert!(!b.function("wipe"));
         b.shadow("public.lower");

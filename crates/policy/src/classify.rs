@@ -310,6 +310,8 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
             sets_standard_strings.push(value);
         }
     }
+    // Queries a statement carries: their classifications are merged in.
+    let mut inners = Vec::new();
     for call in &tree.calls {
         match sets_identity(call) {
             Identity::No => {}
@@ -337,16 +339,11 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         match runs_sql(call) {
             None => {}
             Some(Inner::Query(q)) => match classify(&q) {
-                Ok(inner) => {
-                    kind = kind.max(inner.kind).max(ActionKind::Read);
-                    reads.extend(inner.reads);
-                    reads.extend(inner.objects.iter().cloned());
-                    objects.extend(inner.objects);
-                    functions.extend(inner.functions);
-                    operators.extend(inner.operators);
-                    types.extend(inner.types);
-                    identity_change |= inner.identity_change || !inner.identity_params.is_empty();
-                    opaque |= inner.opaque;
+                // It runs, and reads what it touches.
+                Ok(mut inner) => {
+                    inner.kind = inner.kind.max(ActionKind::Read);
+                    inner.reads.extend(inner.objects.iter().cloned());
+                    inners.push(inner);
                 }
                 Err(_) => opaque = true,
             },
@@ -368,19 +365,21 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
     for raw in &parsed.protobuf.stmts {
         let node = raw.stmt.as_ref().and_then(|s| s.node.as_ref());
         for query in wrapped_queries(node) {
-            let inner = wrapped_query(parsed.protobuf.version, query)?;
-            kind = kind.max(inner.kind);
-            objects.extend(inner.objects);
-            reads.extend(inner.reads);
-            functions.extend(inner.functions);
-            operators.extend(inner.operators);
-            types.extend(inner.types);
-            owners.extend(inner.owners);
-            // No Bind follows a wrapped query: its parameters are unknown.
-            identity_change |= inner.identity_change || !inner.identity_params.is_empty();
-            holdable_cursor |= inner.holdable_cursor;
-            opaque |= inner.opaque;
+            inners.push(wrapped_query(parsed.protobuf.version, query)?);
         }
+    }
+    for inner in inners {
+        kind = kind.max(inner.kind);
+        objects.extend(inner.objects);
+        reads.extend(inner.reads);
+        functions.extend(inner.functions);
+        operators.extend(inner.operators);
+        types.extend(inner.types);
+        owners.extend(inner.owners);
+        // No Bind follows an inner query: its parameters are unknown.
+        identity_change |= inner.identity_change || !inner.identity_params.is_empty();
+        holdable_cursor |= inner.holdable_cursor;
+        opaque |= inner.opaque;
     }
     if functions.iter().any(|f| is_admin_function(f)) {
         kind = kind.max(ActionKind::Admin);

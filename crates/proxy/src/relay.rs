@@ -762,11 +762,10 @@ impl Relay<'_> {
                             }
                         }
                         ServerStep::Decide => {
-                            out.extend_from_slice(&buf[start..pos]);
-                            if let Err(e) = client.write_all(&out).await {
+                            if let Err(e) = send_now(&mut out, &buf[start..pos], &mut client).await
+                            {
                                 return Ending::ClientIo(e);
                             }
-                            out.clear();
                             start = pos;
                             rewritten = true;
                             match self.decide(p, &mut io, &mut client).await {
@@ -809,11 +808,9 @@ impl Relay<'_> {
                     } else if let Some(explain) = self.denied(body) {
                         // What precedes goes out now; the error waits for
                         // the hook's look (bounded), then comes in its place.
-                        out.extend_from_slice(&buf[start..pos]);
-                        if let Err(e) = client.write_all(&out).await {
+                        if let Err(e) = send_now(&mut out, &buf[start..pos], &mut client).await {
                             return Ending::ClientIo(e);
                         }
-                        out.clear();
                         start = pos;
                         rewritten = true;
                         if let Ok(Some(Explained::Refuse(own))) =
@@ -968,6 +965,19 @@ impl Relay<'_> {
         p.has_refusals.store(!list.is_empty(), Relaxed);
         Some(refusal.error)
     }
+}
+
+/// Sends what was gathered and what precedes the message being looked at,
+/// before an answer that may take a while.
+async fn send_now(
+    out: &mut BytesMut,
+    before: &[u8],
+    client: &mut WriteHalf<'_>,
+) -> std::io::Result<()> {
+    out.extend_from_slice(before);
+    let r = client.write_all(out).await;
+    out.clear();
+    r
 }
 
 /// The FATAL for a session the server put under settings the gateway cannot

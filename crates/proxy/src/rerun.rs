@@ -84,7 +84,12 @@ impl Rerun {
             self.denied = None;
             self.state = State::Recording { executes: 0 };
         }
-        self.open = !matches!(tag, tag::SYNC | tag::QUERY | tag::FUNCTION_CALL);
+        // Sync, a Query, a FunctionCall and the end of a COPY from the client
+        // close what the server answers with one ReadyForQuery.
+        self.open = !matches!(
+            tag,
+            tag::SYNC | tag::QUERY | tag::FUNCTION_CALL | b'c' | b'f'
+        );
         let State::Recording { executes } = &mut self.state else {
             self.spoil();
             return;

@@ -35,8 +35,8 @@ pub struct Notes {
     /// Roles whose grants let any statement of this session through.
     pub roles_used: BTreeSet<String>,
     /// SQL-level prepared statements (`PREPARE name AS ...`) and what the hook
-    /// found the prepared statement to be; opaque to the proxy.
-    pub prepared: HashMap<String, Arc<dyn std::any::Any + Send + Sync>>,
+    /// found them to be: `EXECUTE name` is judged as that.
+    pub prepared: HashMap<String, Arc<policy::classify::Action>>,
 }
 
 /// One client connection through the gateway.

@@ -50,6 +50,30 @@ pub fn cluster() -> &'static Cluster {
     c
 }
 
+/// Makes the server log every statement it receives (`log_statement = all`),
+/// so a test can check that a refused statement never reached it; returns
+/// once a new session sees the setting.
+pub fn log_every_statement() {
+    let c = cluster();
+    c.psql("app", "ALTER SYSTEM SET log_statement = 'all'")
+        .unwrap();
+    c.psql("app", "SELECT pg_reload_conf()").unwrap();
+    // The reload is asynchronous: wait until a new session sees it.
+    for _ in 0..100 {
+        if c.psql("app", "SHOW log_statement").unwrap().contains("all") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("log_statement did not take effect");
+}
+
+/// Whether the server ever received a statement containing `marker` (after
+/// [`log_every_statement`]).
+pub fn server_saw(marker: &str) -> bool {
+    cluster().log().contains(marker)
+}
+
 /// A configuration with users alice (engineers), bob (leads) and carol
 /// (engineers), role app_write approved by one lead, writes on public needing
 /// it, payments needing approval of each statement, audit_trail denied.
