@@ -142,8 +142,17 @@ pub struct PrivilegeOps {
 }
 
 impl PrivilegeOps {
+    /// No allocation or drop: this runs for every statement.
     pub fn is_empty(&self) -> bool {
-        *self == PrivilegeOps::default()
+        self.role_management.is_empty()
+            && self.memberships.is_empty()
+            && self.granted_to.is_empty()
+            && self.revoked_from.is_empty()
+            && self.granted_on.is_empty()
+            && self.owner_changed.is_empty()
+            && self.routines_changed.is_empty()
+            && self.reassigned_from.is_empty()
+            && !self.security_definer
     }
 
     /// Adds what one parse-tree node does.
