@@ -96,6 +96,9 @@ pub async fn builtins(admin: &Admin) -> Result<Builtins, ProvisionError> {
         let name: String = r.get(2);
         let lower = name.to_ascii_lowercase();
         if oid >= 16384 {
+            if kind == "f" {
+                b.user_functions.insert(oid as u32);
+            }
             user.insert(lower);
             continue;
         }

@@ -86,11 +86,7 @@ impl Enforcer {
                     database: db.name.clone(),
                     source,
                 })?;
-            self.hook
-                .builtins
-                .write()
-                .unwrap()
-                .insert(db.name.clone(), Arc::new(b));
+            self.hook.set_builtins(&db.name, b);
         }
         self.fresh_passwords().await?;
         self.step().await?;
@@ -509,11 +505,7 @@ impl Enforcer {
             // The built-ins, afresh: user objects created since may have
             // taken a built-in's name.
             let b = database::builtins(admin).await.map_err(err)?;
-            self.hook
-                .builtins
-                .write()
-                .unwrap()
-                .insert(db.name.clone(), Arc::new(b));
+            self.hook.set_builtins(&db.name, b);
             // What the managed roles own: the hook's guard reads it.
             let owned = database::managed_objects(admin, &managed)
                 .await

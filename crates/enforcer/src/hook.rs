@@ -41,7 +41,8 @@ pub struct HookState {
     pub audit: AuditSink,
     /// Poked when a request is filed or a statement grant used (the enforcer listens).
     pub changed: Arc<store::Changes>,
-    pub builtins: RwLock<HashMap<String, Arc<Builtins>>>,
+    builtins: RwLock<HashMap<String, Arc<Builtins>>>,
+    builtins_generation: std::sync::atomic::AtomicU64,
     /// Per database: what managed roles own (refreshed by the reconciler).
     pub managed_objects: RwLock<HashMap<String, Arc<ManagedObjects>>>,
     /// Set when something asks for a reconcile before the next interval.
@@ -89,6 +90,7 @@ impl HookState {
             audit,
             changed,
             builtins: RwLock::new(HashMap::new()),
+            builtins_generation: std::sync::atomic::AtomicU64::new(1),
             managed_objects: RwLock::new(HashMap::new()),
             reconcile_requested: AtomicBool::new(false),
             backing_stale: AtomicBool::new(false),
@@ -106,6 +108,31 @@ impl HookState {
 
     fn builtins(&self, database: &str) -> Option<Arc<Builtins>> {
         self.builtins.read().unwrap().get(database).cloned()
+    }
+
+    /// Replaces `database`'s built-ins (a new catalog snapshot).
+    pub fn set_builtins(&self, database: &str, b: Builtins) {
+        self.builtins
+            .write()
+            .unwrap()
+            .insert(database.to_string(), Arc::new(b));
+        self.builtins_changed();
+    }
+
+    /// Memos of "runs user code" made before this are stale.
+    fn builtins_changed(&self) {
+        self.builtins_generation.fetch_add(1, Relaxed);
+    }
+
+    /// Which snapshot of `database`'s built-ins is current (never 0).
+    fn builtins_stamp(&self, database: &str) -> u64 {
+        let index = self
+            .config
+            .databases
+            .iter()
+            .position(|d| d.name == database)
+            .unwrap_or(63) as u64;
+        self.builtins_generation.load(Relaxed) * 64 + (index % 64) + 1
     }
 
     /// The classification of `statement`, with calls of functions that are not
@@ -129,11 +156,18 @@ impl HookState {
                 {
                     return c;
                 }
+                // Looked up once per catalog snapshot and database.
+                let stamp = self.builtins_stamp(database);
+                if a.user_code.get(stamp) == Some(false) {
+                    return c;
+                }
                 // Unknown built-ins (not read yet): everything is user code.
                 let none = Builtins::default();
                 let builtins = self.builtins(database);
                 let b = builtins.as_deref().unwrap_or(&none);
-                if a.runs_user_code(b) {
+                let runs = a.runs_user_code(b);
+                a.user_code.set(stamp, runs);
+                if runs {
                     return Arc::new(Ok(a.clone().with_calls(b)));
                 }
                 c
@@ -534,6 +568,19 @@ impl StatementHook for PolicyHook {
                 return Check::Refuse(st.refuse(session, text, "unknown", None, err, false));
             }
         }
+        if let Statement::FunctionCall(oid, _) = statement {
+            // A fast-path call names its function by OID: one the catalog
+            // (as of the last snapshot) does not have is refused.
+            let known = st
+                .builtins(&session.database)
+                .is_some_and(|b| b.by_oid.contains_key(&oid) || b.user_functions.contains(&oid));
+            if !known {
+                return Check::Refuse(ErrorFields::error(
+                    "42883",
+                    format!("function with OID {oid} does not exist"),
+                ));
+            }
+        }
         let classified = st.classify(&session.database, statement);
         let action = match &*classified {
             Ok(a) => a,
@@ -643,6 +690,7 @@ impl StatementHook for PolicyHook {
             // name: until the next catalog snapshot, that name is user code.
             if let Some(b) = st.builtins(&session.database) {
                 action.defines.iter().for_each(|n| b.shadow(n));
+                st.builtins_changed();
             }
         }
         let check = self.verdict(session, statement, action);

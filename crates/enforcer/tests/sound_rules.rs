@@ -373,6 +373,11 @@ async fn fast_path_calls_are_judged_as_the_select_they_amount_to() {
         let e = got.iter().find(|(t, _)| *t == b'E').expect("refused");
         assert_eq!(error_fields(&e.1).0, code, "{:?}", error_fields(&e.1));
     }
+    // An OID the catalog does not have names no function.
+    r.send(&function_call(4_000_000_000, &[])).await;
+    let got = r.until_ready().await;
+    let e = got.iter().find(|(t, _)| *t == b'E').expect("refused");
+    assert_eq!(error_fields(&e.1).0, "42883");
     assert_eq!(count("SELECT last_value FROM public.ids"), before);
     assert_eq!(count("SHOW standard_conforming_strings"), "on");
     // An ordinary built-in through the fast path still works.

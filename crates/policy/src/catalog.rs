@@ -14,8 +14,41 @@
 //! through the gateway in between are noted at once ([`Builtins::shadow`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::RwLock;
+
+/// A statement's memo of [`crate::classify::Action::runs_user_code`], valid
+/// for one catalog snapshot (a stamp the caller chooses, never 0): classified
+/// statements are cached and shared, so the look into the built-ins is made
+/// once per snapshot, not for every statement.
+#[derive(Debug, Default)]
+pub struct Memo(AtomicU64);
+
+impl Memo {
+    pub fn get(&self, stamp: u64) -> Option<bool> {
+        let v = self.0.load(Relaxed);
+        (v >> 1 == stamp).then_some(v & 1 == 1)
+    }
+
+    pub fn set(&self, stamp: u64, runs_user_code: bool) {
+        self.0.store(stamp << 1 | runs_user_code as u64, Relaxed);
+    }
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Memo {
+        Memo(AtomicU64::new(self.0.load(Relaxed)))
+    }
+}
+
+/// A memo is not part of what a statement does.
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
 
 #[derive(Debug, Default)]
 pub struct Builtins {
@@ -24,8 +57,11 @@ pub struct Builtins {
     /// The same for operators and types.
     pub operators: HashSet<String>,
     pub types: HashSet<String>,
-    /// Built-in functions by OID: `(name, schema)`, for `FunctionCall`.
+    /// Built-in functions by OID, for `FunctionCall`.
     pub by_oid: HashMap<u32, String>,
+    /// OIDs of the user-defined functions (a `FunctionCall` of any other
+    /// OID names no function).
+    pub user_functions: HashSet<u32>,
     /// Names created through the gateway since the snapshot.
     shadowed: RwLock<HashSet<String>>,
     any_shadowed: AtomicBool,

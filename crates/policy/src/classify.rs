@@ -76,6 +76,9 @@ pub struct Action {
     /// For DDL: every name in it, any of which it may give a new function,
     /// operator or type (see [`crate::catalog::Builtins::shadow`]).
     pub defines: BTreeSet<String>,
+    /// Whether it runs user code, as of a catalog snapshot (the hook's memo).
+    #[serde(skip)]
+    pub user_code: crate::catalog::Memo,
     /// Could change who the session is: always refused.
     pub identity_change: bool,
     /// `DECLARE ... WITH HOLD`: its rows outlive the transaction (and a grant).
@@ -127,6 +130,7 @@ impl Action {
             operators: BTreeSet::new(),
             types: BTreeSet::new(),
             defines: BTreeSet::new(),
+            user_code: Default::default(),
             identity_change: false,
             holdable_cursor: false,
             sets_reason: None,
@@ -399,6 +403,7 @@ pub fn classify(sql: &str) -> Result<Action, ClassifyError> {
         reads,
         operators,
         types,
+        user_code: Default::default(),
         defines: if kind >= ActionKind::Ddl {
             tree.names.iter().cloned().collect()
         } else {

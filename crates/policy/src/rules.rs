@@ -84,24 +84,26 @@ fn kind_of(name: &str) -> Option<ActionKind> {
 
 /// Whether `object` (as written) may be what `pattern` names.
 pub fn object_matches(pattern: &str, object: &str) -> bool {
-    let (p, o) = (pattern.to_ascii_lowercase(), object.to_ascii_lowercase());
-    if p == "*" {
+    // Without allocating: this runs on the statement path.
+    if pattern == "*" {
         return true;
     }
-    let split = |s: &str| -> (Option<String>, String) {
-        match s.rsplit_once('.') {
-            Some((schema, name)) => (Some(schema.to_string()), name.to_string()),
-            None => (None, s.to_string()),
-        }
-    };
-    let (ps, pn) = split(&p);
-    let (os, on) = split(&o);
-    let schema_ok = match (&ps, &os) {
-        (Some(a), Some(b)) => a == b,
+    let (ps, pn) = schema_and_name(pattern);
+    let (os, on) = schema_and_name(object);
+    let schema_ok = match (ps, os) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
         // Unqualified on either side: any schema.
         _ => true,
     };
-    schema_ok && (pn == "*" || pn == on)
+    schema_ok && (pn == "*" || pn.eq_ignore_ascii_case(on))
+}
+
+/// `schema.name` → `(Some(schema), name)`; `name` → `(None, name)`.
+fn schema_and_name(s: &str) -> (Option<&str>, &str) {
+    match s.rsplit_once('.') {
+        Some((schema, name)) => (Some(schema), name),
+        None => (None, s),
+    }
 }
 
 impl Rules {
@@ -158,17 +160,14 @@ impl Rules {
         database: &'a str,
         action: &'a Action,
     ) -> impl Iterator<Item = &'a Rule> + 'a {
-        let covers = |r: &Rule, mut objects: Box<dyn Iterator<Item = &String> + '_>| {
-            r.objects.is_empty() || objects.any(|o| r.objects.iter().any(|p| object_matches(p, o)))
-        };
         let names = move |r: &Rule| {
             r.database == database
                 && ((r.actions.contains(&action.kind)
-                    && covers(r, Box::new(action.objects.iter().chain(&action.functions))))
+                    && covers(r, action.objects.iter().chain(&action.functions)))
                     // Whatever the statement's kind, what it reads is read.
                     || (r.actions.contains(&ActionKind::Read)
                         && !action.reads.is_empty()
-                        && covers(r, Box::new(action.reads.iter()))))
+                        && covers(r, action.reads.iter())))
         };
         // Opaque and named by no rule: it may touch anything any rule covers
         // that the database does not enforce itself (under a backed rule,
@@ -247,6 +246,11 @@ impl Rules {
         }
         Verdict::Allow
     }
+}
+
+/// Whether `r` names no objects, or one of `objects`.
+fn covers<'a>(r: &Rule, mut objects: impl Iterator<Item = &'a String>) -> bool {
+    r.objects.is_empty() || objects.any(|o| r.objects.iter().any(|p| object_matches(p, o)))
 }
 
 /// Whether the gateway cannot see what `action` does (see the module doc).
