@@ -7,12 +7,9 @@
 //! statements never reached it.
 
 mod common;
-#[path = "../../proxy/tests/common/raw.rs"]
-#[allow(dead_code)]
-mod raw;
 
 use common::*;
-use raw::{error_fields, msg, Raw};
+use testkit::raw::{self, error_fields, msg, Raw};
 use std::sync::OnceLock;
 use std::time::Duration;
 

@@ -626,6 +626,12 @@ impl Relay<'_> {
                 },
             }
         }
+        if buf.first() == Some(&tag::TERMINATE) {
+            // The client said goodbye while its statement was held: it must
+            // not run for nobody.
+            p.resend.lock().unwrap().take();
+            return Ok(());
+        }
         self.resend(server, p, syncs).await
     }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::raw::{self, error_fields, tags, Raw};
+use testkit::raw::{self, error_fields, tags, Raw};
 use common::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

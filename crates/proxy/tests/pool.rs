@@ -141,13 +141,13 @@ async fn idle_pooled_connections_time_out() {
 #[tokio::test]
 async fn a_client_gone_in_the_middle_of_a_message_does_not_return_its_connection() {
     let gw = TestGateway::start().await;
-    let mut r = common::raw::Raw::login(gw.addr, "alice", ALICE_PW).await;
+    let mut r = testkit::raw::Raw::login(gw.addr, "alice", ALICE_PW).await;
     // Half of a large Bind: it streams upstream before the client vanishes.
     let mut body = b"\0\0\0\0\0\x01".to_vec();
     body.extend_from_slice(&100_000i32.to_be_bytes());
     body.extend_from_slice(&vec![b'x'; 100_000]);
     body.extend_from_slice(&[0, 0]);
-    let bind = common::raw::msg(b'B', &body);
+    let bind = testkit::raw::msg(b'B', &body);
     r.send(&bind[..50_000]).await;
     drop(r);
     settle().await;
@@ -196,8 +196,8 @@ async fn with_reuse_off_every_client_gets_a_fresh_backend() {
 async fn a_client_that_vanishes_mid_statement_does_not_leave_it_running() {
     let gw = TestGateway::start().await;
     // A raw client: its socket closes the moment it is dropped, as with kill -9.
-    let mut raw = common::raw::Raw::login(gw.addr, "alice", ALICE_PW).await;
-    raw.send(&common::raw::query("SELECT pg_sleep(60) /* vanishing */"))
+    let mut raw = testkit::raw::Raw::login(gw.addr, "alice", ALICE_PW).await;
+    raw.send(&testkit::raw::query("SELECT pg_sleep(60) /* vanishing */"))
         .await;
     let sleeping = || {
         cluster()

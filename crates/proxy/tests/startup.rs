@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::raw::{self, error_fields, tags, Raw};
+use testkit::raw::{self, error_fields, tags, Raw};
 use common::*;
 use std::process::Command;
 use std::sync::Arc;

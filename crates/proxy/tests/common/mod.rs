@@ -1,8 +1,6 @@
-//! Shared test harness: the per-binary PostgreSQL cluster, an in-process gateway,
-//! and a raw protocol client for speaking bytes the drivers would never send.
+//! Shared test harness: the per-binary PostgreSQL cluster and an in-process
+//! gateway (the raw protocol client is `testkit::raw`).
 #![allow(dead_code)]
-
-pub mod raw;
 
 use config::Config;
 use pgcluster::Cluster;
