@@ -231,15 +231,23 @@ async fn the_reconciler_takes_back_direct_privileges_and_role_defaults() {
             .await,
         "the reconciler took everything back"
     );
-    let audit = j.audit_kinds().await;
-    let drift = |what: &str| {
+    // The audit writer is asynchronous: poll for the records.
+    let drift = |audit: &[(String, String, serde_json::Value)], what: &str| {
         audit
             .iter()
             .filter(|(k, s, d)| k == "alert.drift" && s == "alert" && d["drift"] == what)
             .count()
     };
-    assert!(drift("privilege") >= 3, "{audit:?}");
-    assert!(drift("role_setting") >= 2, "{audit:?}");
+    let mut audit = Vec::new();
+    for _ in 0..50 {
+        audit = j.audit_kinds().await;
+        if drift(&audit, "privilege") >= 3 && drift(&audit, "role_setting") >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(drift(&audit, "privilege") >= 3, "{audit:?}");
+    assert!(drift(&audit, "role_setting") >= 2, "{audit:?}");
     j.stop().await;
 }
 

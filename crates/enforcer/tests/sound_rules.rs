@@ -9,9 +9,9 @@
 mod common;
 
 use common::*;
-use testkit::raw::{self, error_fields, msg, Raw};
 use std::sync::OnceLock;
 use std::time::Duration;
+use testkit::raw::{self, error_fields, msg, Raw};
 
 /// A database more permissive than the rules, logging every statement.
 fn setup() {

@@ -3,10 +3,10 @@
 
 mod common;
 
-use testkit::raw::{self, error_fields, tags, Raw};
 use common::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::raw::{self, error_fields, tags, Raw};
 
 /// Small limits and short timeouts so the tests are quick.
 async fn strict_gateway() -> TestGateway {

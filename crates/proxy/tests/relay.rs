@@ -4,11 +4,11 @@
 
 mod common;
 
-use testkit::raw::{self, error_fields, tags, Raw};
 use common::*;
 use futures_util::{pin_mut, StreamExt, TryStreamExt};
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::raw::{self, error_fields, tags, Raw};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 async fn refusing_gateway() -> TestGateway {

@@ -4,11 +4,11 @@
 
 mod common;
 
-use testkit::raw::{self, error_fields, tags, Raw};
 use common::*;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::raw::{self, error_fields, tags, Raw};
 
 #[tokio::test]
 async fn right_password_logs_in_as_the_login_role_with_baseline_roles() {
