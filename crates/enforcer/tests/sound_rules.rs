@@ -223,13 +223,21 @@ async fn a_session_the_database_puts_under_unreadable_settings_is_ended() {
     }
     assert_eq!(count("SELECT count(*) FROM audit_trail"), before);
     assert!(!server_saw("pipelined-marker"));
-    let kinds = j.audit_kinds().await;
-    assert!(
+    // The audit writer is asynchronous: poll for the alert.
+    let alerted = |kinds: &[(String, String, serde_json::Value)]| {
         kinds
             .iter()
-            .any(|(k, s, _)| k == "alert.unreadable_session" && s == "alert"),
-        "{kinds:?}"
-    );
+            .any(|(k, s, _)| k == "alert.unreadable_session" && s == "alert")
+    };
+    let mut kinds = j.audit_kinds().await;
+    for _ in 0..50 {
+        if alerted(&kinds) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        kinds = j.audit_kinds().await;
+    }
+    assert!(alerted(&kinds), "{kinds:?}");
     j.stop().await;
 }
 
