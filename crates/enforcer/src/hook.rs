@@ -455,19 +455,19 @@ fn bound_text(text: &str, values: &[Bound<'_>]) -> String {
 /// The SQL a fast-path call amounts to: text arguments as literals, binary
 /// ones as parameters (their values unseen, as with a Bind the gateway does
 /// not read), NULL as NULL.
-fn fast_path_sql(name: &str, args: &[wire::frontend::FastArg<'_>]) -> String {
+fn fast_path_sql(name: &str, args: &[wire::frontend::Value<'_>]) -> String {
     use postgres_protocol::escape::{escape_identifier, escape_literal};
-    use wire::frontend::FastArg;
+    use wire::frontend::Value;
     let args: Vec<String> = args
         .iter()
         .enumerate()
         .map(|(i, a)| match a {
-            FastArg::Null => "NULL".to_string(),
-            FastArg::Text(v) => match std::str::from_utf8(v) {
+            Value::Null => "NULL".to_string(),
+            Value::Text(v) => match std::str::from_utf8(v) {
                 Ok(t) if !t.contains('\0') => escape_literal(t),
                 _ => format!("${}", i + 1),
             },
-            FastArg::Binary(_) => format!("${}", i + 1),
+            Value::Binary(_) => format!("${}", i + 1),
         })
         .collect();
     format!(

@@ -29,7 +29,7 @@ pub enum Statement<'a> {
     /// The text of a `Parse` message (extended protocol).
     Parse(&'a str),
     /// A `FunctionCall` message: the function's OID and its arguments.
-    FunctionCall(u32, &'a [wire::frontend::FastArg<'a>]),
+    FunctionCall(u32, &'a [wire::frontend::Value<'a>]),
     /// A `Bind` of a statement the hook asked to judge again at each Bind
     /// (see [`crate::Session::check_binds`]): its text and bound values.
     Bind {

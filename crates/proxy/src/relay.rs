@@ -271,9 +271,8 @@ impl Relay<'_> {
                 let decoded: Vec<Option<std::borrow::Cow<'_, str>>> = bind
                     .params
                     .iter()
-                    .zip(&bind.binary)
-                    .map(|(v, binary)| match v {
-                        Some(b) if !binary => encoding.decode(b),
+                    .map(|v| match v {
+                        frontend::Value::Text(b) => encoding.decode(b),
                         _ => None,
                     })
                     .collect();
@@ -282,9 +281,11 @@ impl Relay<'_> {
                     .iter()
                     .zip(&decoded)
                     .map(|(v, d)| match (v, d) {
-                        (None, _) => Bound::Null,
-                        (Some(_), Some(t)) => Bound::Text(t),
-                        (Some(b), None) => Bound::Bytes(b),
+                        (_, Some(t)) => Bound::Text(t),
+                        (frontend::Value::Null, None) => Bound::Null,
+                        (frontend::Value::Text(b) | frontend::Value::Binary(b), None) => {
+                            Bound::Bytes(b)
+                        }
                     })
                     .collect();
                 let statement = Statement::Bind {

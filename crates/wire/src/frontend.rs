@@ -19,53 +19,67 @@ pub fn query_bytes(body: &[u8]) -> Result<&[u8], WireError> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Bind<'a> {
     pub statement: &'a [u8],
-    pub params: Vec<Option<&'a [u8]>>,
-    /// Per parameter: sent in binary format.
-    pub binary: Vec<bool>,
+    pub params: Vec<Value<'a>>,
 }
 
 pub fn bind(body: &[u8]) -> Result<Bind<'_>, WireError> {
     let mut r = Reader::new(body);
     r.cbytes("portal name")?;
     let statement = r.cbytes("statement name")?;
-    let formats = r.i16("parameter format count")?;
-    if formats < 0 {
+    let params = values(&mut r, "parameter")?;
+    Ok(Bind { statement, params })
+}
+
+/// One parameter of a `Bind` or argument of a `FunctionCall`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    Null,
+    Text(&'a [u8]),
+    Binary(&'a [u8]),
+}
+
+/// Format codes, then length-prefixed values (`Bind` and `FunctionCall`
+/// share this layout); `what` names them in errors.
+fn values<'a>(r: &mut Reader<'a>, what: &'static str) -> Result<Vec<Value<'a>>, WireError> {
+    let nformats = r.i16("format count")?;
+    if nformats < 0 {
         return Err(WireError::Unexpected("negative format count".into()));
     }
-    let mut codes = Vec::with_capacity(formats as usize);
-    for _ in 0..formats {
-        codes.push(r.i16("parameter format")?);
+    let mut formats = Vec::with_capacity(nformats as usize);
+    for _ in 0..nformats {
+        formats.push(r.i16("format code")?);
     }
-    let n = r.i16("parameter count")?;
+    let n = r.i16("value count")?;
     if n < 0 {
-        return Err(WireError::Unexpected("negative parameter count".into()));
+        return Err(WireError::Unexpected(format!("negative {what} count")));
     }
-    if codes.len() > 1 && codes.len() != n as usize {
-        return Err(WireError::Unexpected(
-            "parameter formats do not match parameters".into(),
-        ));
+    if formats.len() > 1 && formats.len() != n as usize {
+        return Err(WireError::Unexpected(format!(
+            "{what} formats do not match the {what}s"
+        )));
     }
-    let binary = (0..n as usize)
-        .map(|i| match codes.as_slice() {
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n as usize {
+        let len = r.i32("value length")?;
+        let binary = match formats.as_slice() {
             [] => false,
             [one] => *one == 1,
             all => all[i] == 1,
-        })
-        .collect();
-    let mut params = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let len = i32::from_be_bytes(r.take(4, "parameter length")?.try_into().unwrap());
-        params.push(match len {
-            -1 => None,
-            l if l < 0 => return Err(WireError::Unexpected("negative parameter length".into())),
-            l => Some(r.take(l as usize, "parameter value")?),
+        };
+        out.push(match len {
+            -1 => Value::Null,
+            l if l < 0 => return Err(WireError::Unexpected(format!("negative {what} length"))),
+            l => {
+                let v = r.take(l as usize, "value")?;
+                if binary {
+                    Value::Binary(v)
+                } else {
+                    Value::Text(v)
+                }
+            }
         });
     }
-    Ok(Bind {
-        statement,
-        params,
-        binary,
-    })
+    Ok(out)
 }
 
 /// The parts of `Parse` the gateway needs, as bytes in the session's client
@@ -91,63 +105,18 @@ pub fn parse(body: &[u8]) -> Result<Parse<'_>, WireError> {
     Ok(Parse { statement, query })
 }
 
-/// One argument of a `FunctionCall`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FastArg<'a> {
-    Null,
-    Text(&'a [u8]),
-    Binary(&'a [u8]),
-}
-
 /// `FunctionCall` (the fast-path interface): the function's OID and its
 /// arguments.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FunctionCall<'a> {
     pub oid: u32,
-    pub args: Vec<FastArg<'a>>,
+    pub args: Vec<Value<'a>>,
 }
 
 pub fn function_call(body: &[u8]) -> Result<FunctionCall<'_>, WireError> {
     let mut r = Reader::new(body);
     let oid = r.i32("function oid")? as u32;
-    let nformats = r.i16("argument format count")?;
-    if nformats < 0 {
-        return Err(WireError::Unexpected("negative format count".into()));
-    }
-    let mut formats = Vec::with_capacity(nformats as usize);
-    for _ in 0..nformats {
-        formats.push(r.i16("argument format")?);
-    }
-    let n = r.i16("argument count")?;
-    if n < 0 {
-        return Err(WireError::Unexpected("negative argument count".into()));
-    }
-    if nformats > 1 && nformats != n {
-        return Err(WireError::Unexpected(
-            "argument formats do not match arguments".into(),
-        ));
-    }
-    let mut args = Vec::with_capacity(n as usize);
-    for i in 0..n as usize {
-        let len = r.i32("argument length")?;
-        let binary = match formats.as_slice() {
-            [] => false,
-            [one] => *one == 1,
-            all => all[i] == 1,
-        };
-        args.push(match len {
-            -1 => FastArg::Null,
-            l if l < 0 => return Err(WireError::Unexpected("negative argument length".into())),
-            l => {
-                let v = r.take(l as usize, "argument value")?;
-                if binary {
-                    FastArg::Binary(v)
-                } else {
-                    FastArg::Text(v)
-                }
-            }
-        });
-    }
+    let args = values(&mut r, "argument")?;
     r.i16("result format")?;
     if !r.is_empty() {
         return Err(WireError::Unexpected("bytes after FunctionCall".into()));
@@ -211,7 +180,7 @@ mod tests {
         b.extend_from_slice(&0i16.to_be_bytes());
         let f = function_call(&b).unwrap();
         assert_eq!(f.oid, 2078);
-        assert_eq!(f.args[0], FastArg::Text(b"role"));
+        assert_eq!(f.args[0], Value::Text(b"role"));
         // Every truncation is an error, never a panic.
         for cut in 0..b.len() {
             assert!(function_call(&b[..cut]).is_err(), "{cut}");
