@@ -15,20 +15,21 @@
 use crate::audit::{AuditSink, StatementRecord};
 use crate::cache::{Cache, Classified};
 use crate::grants::GrantTable;
+use crate::reading::IDENTITY_REFUSAL;
+use crate::texts::{fast_path_sql, statement_text};
 use config::Config;
 use policy::catalog::Builtins;
-use policy::classify::{classify, is_identity_value, Action, ActionKind, PreparedOp};
+use policy::classify::{classify, Action, ActionKind, PreparedOp};
 use policy::privilege::ManagedObjects;
 use policy::rules::{Rules, Verdict as RuleVerdict};
 use policy::{Clock, Policy, Time};
-use proxy::{Bound, Check, Session, Statement, StatementHook, Verdict};
+use proxy::{Check, Session, Statement, StatementHook, Verdict};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use store::{AuditEvent, Store};
 use wire::backend::ErrorFields;
-use wire::encoding::ClientEncoding;
 
 /// Everything the hook and the requests it files share.
 pub struct HookState {
@@ -106,7 +107,7 @@ impl HookState {
         self.gateway.get()?.upgrade()
     }
 
-    fn builtins(&self, database: &str) -> Option<Arc<Builtins>> {
+    pub(crate) fn builtins(&self, database: &str) -> Option<Arc<Builtins>> {
         self.builtins.read().unwrap().get(database).cloned()
     }
 
@@ -414,77 +415,6 @@ pub struct PolicyHook {
     pub state: Arc<HookState>,
 }
 
-fn statement_text(statement: Statement<'_>, action: Option<&Action>) -> String {
-    match statement {
-        Statement::Simple(t) | Statement::Parse(t) => t.to_string(),
-        Statement::FunctionCall(oid, _) => {
-            let name = action
-                .and_then(|a| a.functions.iter().next().cloned())
-                .unwrap_or_else(|| "a function that is not built in".into());
-            format!("<fast-path call of {name}, oid {oid}>")
-        }
-        Statement::Bind { text, values } => bound_text(text, values),
-    }
-}
-
-/// A bound statement as one text: the statement, then its values, rendered
-/// the same way every time (an `approve_each` approval is for these).
-fn bound_text(text: &str, values: &[Bound<'_>]) -> String {
-    use postgres_protocol::escape::escape_literal;
-    if values.is_empty() {
-        return text.to_string();
-    }
-    let rendered: Vec<String> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let v = match v {
-                Bound::Null => "NULL".to_string(),
-                Bound::Text(t) => escape_literal(t),
-                Bound::Bytes(b) => {
-                    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-                    format!("<binary {hex}>")
-                }
-            };
-            format!("${} = {v}", i + 1)
-        })
-        .collect();
-    format!("{text}\n-- bound: {}", rendered.join(", "))
-}
-
-/// The SQL a fast-path call amounts to: text arguments as literals, binary
-/// ones as parameters (their values unseen, as with a Bind the gateway does
-/// not read), NULL as NULL.
-fn fast_path_sql(name: &str, args: &[wire::frontend::Value<'_>]) -> String {
-    use postgres_protocol::escape::{escape_identifier, escape_literal};
-    use wire::frontend::Value;
-    let args: Vec<String> = args
-        .iter()
-        .enumerate()
-        .map(|(i, a)| match a {
-            Value::Null => "NULL".to_string(),
-            Value::Text(v) => match std::str::from_utf8(v) {
-                Ok(t) if !t.contains('\0') => escape_literal(t),
-                _ => format!("${}", i + 1),
-            },
-            Value::Binary(_) => format!("${}", i + 1),
-        })
-        .collect();
-    format!(
-        "SELECT pg_catalog.{}({})",
-        escape_identifier(name),
-        args.join(", ")
-    )
-}
-
-const LEXING_UNSURE: &str = "jitgate cannot yet tell how PostgreSQL will read this statement: it \
-     was sent behind one that may change standard_conforming_strings or client_encoding (a \
-     function, a SET), and it has non-ASCII text or backslashes in a plain string literal, which \
-     those settings read differently";
-
-const IDENTITY_REFUSAL: &str =
-    "the statement could change the session's identity (SET ROLE and the like)";
-
 impl StatementHook for PolicyHook {
     fn explain_denied(
         &self,
@@ -666,115 +596,13 @@ fn note_prepared(session: &Session, action: &Action) {
 }
 
 impl PolicyHook {
-    /// A Bind the hook asked to see (see `Session::check_binds`): the
-    /// statement judged again, with its values and the grants in force now.
-    fn check_bind(&self, session: &Arc<Session>, text: &str, values: &[Bound<'_>]) -> Check {
-        let st = &self.state;
-        let statement = Statement::Bind { text, values };
-        let classified = st.classify(&session.database, Statement::Parse(text));
-        let Ok(action) = &*classified else {
-            let err = st.refusal("jitgate: the statement bound cannot be read");
-            return Check::Refuse(err);
-        };
-        // `set_config($1, ...)`: the value of the name decides.
-        let identity = action
-            .identity_params
-            .iter()
-            .any(|&n| match values.get((n - 1) as usize) {
-                Some(Bound::Text(v)) => is_identity_value(v),
-                Some(Bound::Bytes(b)) => std::str::from_utf8(b).is_ok_and(is_identity_value),
-                _ => false,
-            });
-        if identity {
-            let text = statement_text(statement, None);
-            let err = st.refusal(format!("jitgate: {IDENTITY_REFUSAL}"));
-            return Check::Refuse(st.refuse(session, &text, "session", None, err, true));
-        }
-        self.verdict(session, statement, action)
-    }
-
-    /// A statement the gateway cannot read as the server will: pipelined
-    /// behind one that may change lexing, or a fast-path call of a function
-    /// the catalog does not have.
-    fn unreadable(&self, session: &Arc<Session>, statement: Statement<'_>) -> Option<Check> {
-        let st = &self.state;
-        // Pipelined behind a statement that may change how the server lexes
-        // (a function may set standard_conforming_strings): only a text that
-        // reads the same under every setting can be judged now.
-        if session.lexing_unsure() {
-            if let Some(text) = statement
-                .text()
-                .filter(|t| !policy::lexing::reads_the_same(t))
-            {
-                let err = ErrorFields::error("0A000", LEXING_UNSURE).with_hint(
-                    "send it once the statement before it has answered, or write its \
-                     literals without backslashes (E'...' strings are read the same either way)",
-                );
-                return Some(Check::Refuse(
-                    st.refuse(session, text, "unknown", None, err, false),
-                ));
-            }
-        }
-        if let Statement::FunctionCall(oid, _) = statement {
-            // A fast-path call names its function by OID: one the catalog
-            // (as of the last snapshot) does not have is refused.
-            let known = st
-                .builtins(&session.database)
-                .is_some_and(|b| b.by_oid.contains_key(&oid) || b.user_functions.contains(&oid));
-            if !known {
-                return Some(Check::Refuse(ErrorFields::error(
-                    "42883",
-                    format!("function with OID {oid} does not exist"),
-                )));
-            }
-        }
-        None
-    }
-
-    /// Settings that change how statements are lexed, set to a value the
-    /// gateway could not read statements under: refused.
-    fn lexical_settings(
+    /// The rules' answer for `action`, with grants, filing and holding.
+    pub(crate) fn verdict(
         &self,
         session: &Arc<Session>,
         statement: Statement<'_>,
         action: &Action,
-    ) -> Option<Check> {
-        let st = &self.state;
-        if let Some(value) = action.sets_client_encoding.iter().find(|v| {
-            v.as_deref()
-                .is_none_or(|e| ClientEncoding::of(e) == ClientEncoding::Unsafe)
-        }) {
-            // The gateway could not read the session's statements afterwards.
-            return Some(Check::Refuse(
-                ErrorFields::error(
-                    "0A000",
-                    format!(
-                        "jitgate refuses client_encoding {}: its characters may contain quote or \
-                         backslash bytes, which no parser outside the server can lex safely",
-                        value.as_deref().unwrap_or("set from a value it cannot see")
-                    ),
-                )
-                .with_hint("use UTF8, or a single-byte or EUC encoding such as LATIN9"),
-            ));
-        }
-        if action.sets_standard_strings.iter().any(|v| {
-            !v.as_deref()
-                .is_some_and(policy::lexing::standard_strings_on)
-        }) {
-            let text = statement_text(statement, Some(action));
-            let err = ErrorFields::error("0A000", proxy::startup::STANDARD_STRINGS_OFF)
-                .with_hint("leave standard_conforming_strings on; write E'...' for escapes");
-            return Some(Check::Refuse(
-                st.refuse(session, &text, "session", None, err, true),
-            ));
-        }
-        None
-    }
-}
-
-impl PolicyHook {
-    /// The rules' answer for `action`, with grants, filing and holding.
-    fn verdict(&self, session: &Arc<Session>, statement: Statement<'_>, action: &Action) -> Check {
+    ) -> Check {
         let st = &self.state;
         let now = st.clock.now();
         let granted = st.granted(session, now);

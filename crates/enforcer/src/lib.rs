@@ -42,7 +42,9 @@ pub mod grants;
 pub mod hook;
 pub mod inspect;
 pub mod logins;
+mod reading;
 pub mod runtime;
+mod texts;
 
 pub use audit::AuditSink;
 pub use enforcer::{EnforceError, Enforcer};

@@ -14,6 +14,7 @@
 //! making it atomic against concurrent deciders) is the store's job.
 #![forbid(unsafe_code)]
 
+mod calls;
 pub mod catalog;
 pub mod classify;
 pub mod clock;

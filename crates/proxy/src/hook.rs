@@ -13,7 +13,7 @@
 //! message for one that makes the *server* fail at the same point, so the error
 //! arrives in order, the transaction is aborted as PostgreSQL would abort it, and
 //! in a pipeline everything up to `Sync` is skipped by the server itself (see
-//! `relay.rs`).
+//! `relay/`).
 
 use crate::sessions::Session;
 use std::future::Future;
