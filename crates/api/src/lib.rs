@@ -62,6 +62,11 @@ pub struct AppState {
     /// Cancelled when the server stops: endless responses (server-sent
     /// events) end, so a browser left open never holds up a shutdown.
     pub closing: tokio_util::sync::CancellationToken,
+    /// Cancelled on SIGTERM: `/healthz` fails so load balancers move on first.
+    pub draining: tokio_util::sync::CancellationToken,
+    /// This replica among those of the state store (set by `jitgate serve`;
+    /// alone otherwise).
+    pub cluster: std::sync::OnceLock<Arc<store::Cluster>>,
 }
 
 impl AppState {
@@ -83,7 +88,13 @@ impl AppState {
             inspector: std::sync::OnceLock::new(),
             previews: inspect::PreviewCache::default(),
             closing: tokio_util::sync::CancellationToken::new(),
+            draining: tokio_util::sync::CancellationToken::new(),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    pub fn cluster(&self) -> Arc<store::Cluster> {
+        self.cluster.get_or_init(store::Cluster::alone).clone()
     }
 
     pub fn is_admin(&self, user: &str) -> bool {

@@ -25,18 +25,33 @@ impl Metrics {
     }
 
     /// The exposition text; `requests` counts by state, `grants_active` now.
-    pub fn render(&self, requests: &[(&str, usize)], grants_active: usize) -> String {
+    /// Every sample carries the replica's name (`replica="replica-2"`).
+    pub fn render(
+        &self,
+        cluster: &store::Cluster,
+        requests: &[(&str, usize)],
+        grants_active: usize,
+    ) -> String {
+        let replica = cluster.name();
+        let r = format!("replica=\"{replica}\"");
         let mut out = String::new();
+        out.push_str(
+            "# HELP jitgate_enforcer Whether this replica is the one applying grants.\n# TYPE jitgate_enforcer gauge\n",
+        );
+        out.push_str(&format!(
+            "jitgate_enforcer{{{r}}} {}\n",
+            u8::from(cluster.is_leader())
+        ));
         out.push_str(
             "# HELP jitgate_requests Access requests by state.\n# TYPE jitgate_requests gauge\n",
         );
         for (state, n) in requests {
-            out.push_str(&format!("jitgate_requests{{state=\"{state}\"}} {n}\n"));
+            out.push_str(&format!("jitgate_requests{{{r},state=\"{state}\"}} {n}\n"));
         }
         out.push_str(
             "# HELP jitgate_grants_active Grants active now.\n# TYPE jitgate_grants_active gauge\n",
         );
-        out.push_str(&format!("jitgate_grants_active {grants_active}\n"));
+        out.push_str(&format!("jitgate_grants_active{{{r}}} {grants_active}\n"));
         out.push_str(
             "# HELP jitgate_decision_seconds Time from filing a request to its final decision.\n\
              # TYPE jitgate_decision_seconds histogram\n",
@@ -45,15 +60,15 @@ impl Metrics {
         for (b, n) in BUCKETS.iter().zip(&self.buckets) {
             cumulative += n.load(Ordering::Relaxed);
             out.push_str(&format!(
-                "jitgate_decision_seconds_bucket{{le=\"{b}\"}} {cumulative}\n"
+                "jitgate_decision_seconds_bucket{{{r},le=\"{b}\"}} {cumulative}\n"
             ));
         }
         let count = self.count.load(Ordering::Relaxed);
         out.push_str(&format!(
-            "jitgate_decision_seconds_bucket{{le=\"+Inf\"}} {count}\n"
+            "jitgate_decision_seconds_bucket{{{r},le=\"+Inf\"}} {count}\n"
         ));
         out.push_str(&format!(
-            "jitgate_decision_seconds_sum {}\njitgate_decision_seconds_count {count}\n",
+            "jitgate_decision_seconds_sum{{{r}}} {}\njitgate_decision_seconds_count{{{r}}} {count}\n",
             self.sum_millis.load(Ordering::Relaxed) as f64 / 1000.0
         ));
         out

@@ -117,6 +117,7 @@ pub async fn start(
     webhooks: Vec<Webhook>,
     public_url: String,
     changes: Arc<Changes>,
+    leadership: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     // reqwest's rustls needs a process-wide crypto provider (ring, as elsewhere).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -132,17 +133,9 @@ pub async fn start(
             public_url: public_url.clone(),
             changes: changes.clone(),
             webhook: w,
+            leadership: leadership.clone(),
         };
-        let cursor = loop {
-            match d.start_cursor().await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(url = %d.webhook.url, error = %e, "webhook cursor unavailable");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        };
-        tasks.push(tokio::spawn(d.run(cursor)));
+        tasks.push(tokio::spawn(d.run()));
     }
     tasks
 }
@@ -153,6 +146,8 @@ struct Delivery {
     public_url: String,
     changes: Arc<Changes>,
     webhook: Webhook,
+    /// Only the enforcing replica delivers: once per event across replicas.
+    leadership: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Delivery {
@@ -160,9 +155,30 @@ impl Delivery {
         format!("webhook:{}", self.webhook.url)
     }
 
-    async fn run(self, mut cursor: i64) {
-        let mut changes = self.changes.subscribe();
+    /// Delivers while this replica leads; a new leader resumes at the stored
+    /// cursor (an event whose delivery the old one did not record is sent
+    /// again: receivers deduplicate by `x-jitgate-delivery`).
+    async fn run(mut self) {
         loop {
+            if self.leadership.wait_for(|leads| *leads).await.is_err() {
+                return;
+            }
+            let cursor = loop {
+                match self.start_cursor().await {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        tracing::warn!(url = %self.webhook.url, error = %e, "webhook cursor unavailable");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            };
+            self.deliver_while_leading(cursor).await;
+        }
+    }
+
+    async fn deliver_while_leading(&mut self, mut cursor: i64) {
+        let mut changes = self.changes.subscribe();
+        while *self.leadership.borrow() {
             let batch = match self.store.audit_after(cursor, 100).await {
                 Ok(b) => b,
                 Err(e) => {
@@ -174,11 +190,15 @@ impl Delivery {
             if batch.is_empty() {
                 tokio::select! {
                     _ = changes.changed() => {}
+                    _ = self.leadership.changed() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
             }
             for r in &batch {
+                if !*self.leadership.borrow() {
+                    return;
+                }
                 if let Some(event) = event_name(r).filter(|e| matches(&self.webhook.events, e)) {
                     self.deliver(&event, r).await;
                 }

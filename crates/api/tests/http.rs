@@ -175,6 +175,8 @@ async fn the_approval_story() {
 
     let (s, h) = api.call("GET", "/healthz", None, None).await;
     assert_eq!((s, h["status"].as_str()), (StatusCode::OK, Some("ok")));
+    assert_eq!(h["enforcer"], true, "alone, this process enforces: {h}");
+    assert_eq!(h["store"], "reachable");
     let metrics = api
         .http
         .get(format!("{}/metrics", api.base))
@@ -185,11 +187,11 @@ async fn the_approval_story() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("jitgate_requests{state=\"approved\"} 1"),
+        metrics.contains("jitgate_requests{replica=\"replica-0\",state=\"approved\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("jitgate_decision_seconds_count 1"));
-    assert!(metrics.contains("jitgate_grants_active 0"));
+    assert!(metrics.contains("jitgate_decision_seconds_count{replica=\"replica-0\"} 1"));
+    assert!(metrics.contains("jitgate_grants_active{replica=\"replica-0\"} 0"));
 }
 
 #[tokio::test]

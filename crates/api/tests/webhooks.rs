@@ -87,6 +87,7 @@ async fn start(api: &Api, hooks: Vec<config::Webhook>) -> Vec<tokio::task::JoinH
         hooks,
         "https://jitgate.example".into(),
         api.state.changed.clone(),
+        api.state.cluster().leadership(),
     )
     .await
 }

@@ -16,6 +16,7 @@ mod validate;
 
 pub use model::*;
 pub use scram::ScramVerifier;
+pub use validate::{shared_state, CLUSTER_SECRET_ENV};
 
 use std::path::Path;
 
@@ -39,6 +40,39 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The replicas' shared secret: `JITGATE_CLUSTER_SECRET`, else the file
+    /// `[gateway] cluster_secret_file` (surrounding whitespace ignored), else
+    /// none. A secret shorter than 16 bytes is refused.
+    pub fn cluster_secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            field: "gateway.cluster_secret_file".into(),
+            message,
+            line: None,
+        };
+        let secret = match (
+            std::env::var(CLUSTER_SECRET_ENV),
+            &self.gateway.cluster_secret_file,
+        ) {
+            (Ok(s), _) => s.trim().as_bytes().to_vec(),
+            (Err(_), Some(path)) => {
+                let text = std::fs::read(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                text.trim_ascii().to_vec()
+            }
+            (Err(_), None) => return Ok(None),
+        };
+        if secret.len() < 16 {
+            return Err(invalid(format!(
+                "the cluster secret has {} bytes; use at least 16 random bytes \
+                 (e.g. `openssl rand -base64 32`)",
+                secret.len()
+            )));
+        }
+        Ok(Some(secret))
+    }
+
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

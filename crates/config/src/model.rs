@@ -117,6 +117,21 @@ pub struct Gateway {
     /// On SIGTERM, sessions get this long to finish before they are closed.
     #[serde(default = "d_30s", deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
+    /// On SIGTERM, `/healthz` fails for this long before the listener closes,
+    /// so a load balancer stops sending new sessions first (none: close at once).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub drain_delay: Option<Duration>,
+    /// A file holding the secret replicas derive login-role passwords from
+    /// (the environment variable `JITGATE_CLUSTER_SECRET` overrides it).
+    /// Required with a `postgres://` state store.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Login-role passwords move to a new epoch this often (and on
+    /// `jitgate rotate-credentials`).
+    #[serde(default = "d_1d", deserialize_with = "duration")]
+    pub credential_rotation: Duration,
+    /// `host:port` at which the other replicas reach this one's `listen`
+    /// (cancel requests are forwarded there). Default: `listen`.
+    pub advertise: Option<String>,
     #[serde(default)]
     pub log_format: LogFormat,
     /// Runtime threads. 1 (the default): one event loop, like pgbouncer; on a
@@ -427,6 +442,9 @@ fn d_10s() -> Duration {
 }
 fn d_15s() -> Duration {
     Duration::from_secs(15)
+}
+fn d_1d() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 fn d_30s() -> Duration {
     Duration::from_secs(30)

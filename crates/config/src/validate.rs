@@ -34,6 +34,14 @@ fn is_plain_name(s: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
+/// Overrides `[gateway] cluster_secret_file`.
+pub const CLUSTER_SECRET_ENV: &str = "JITGATE_CLUSTER_SECRET";
+
+/// Whether `state` names a store several replicas share.
+pub fn shared_state(state: &str) -> bool {
+    state.starts_with("postgres://") || state.starts_with("postgresql://")
+}
+
 pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigError> {
     let c = Checker { text };
     let g = &cfg.gateway;
@@ -69,6 +77,20 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
                 "tls_cert"
             },
             "tls_cert and tls_key must be given together".into(),
+        ));
+    }
+    if shared_state(&g.state)
+        && g.cluster_secret_file.is_none()
+        && std::env::var_os(CLUSTER_SECRET_ENV).is_none()
+    {
+        return Err(c.err(
+            "gateway",
+            None,
+            "state",
+            format!(
+                "a postgres state store is shared by replicas, which derive the login roles' \
+                 passwords from one secret: set cluster_secret_file (or {CLUSTER_SECRET_ENV})"
+            ),
         ));
     }
     if g.require_tls && g.tls_cert.is_none() {

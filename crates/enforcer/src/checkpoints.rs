@@ -19,6 +19,8 @@ pub struct Checkpointer {
     pub audit: AuditSink,
     pub clock: Arc<dyn Clock>,
     pub every: Duration,
+    /// Only the enforcing replica signs checkpoints.
+    pub leadership: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Checkpointer {
@@ -37,9 +39,13 @@ impl Checkpointer {
         }
     }
 
-    /// Signs the head unless it is the previous checkpoint's own event.
+    /// Signs the head unless it is the previous checkpoint's own event (or
+    /// another replica is the enforcer).
     /// `last`: the sequence number of that event.
     pub async fn once(&self, last: &mut Option<i64>) {
+        if !*self.leadership.borrow() {
+            return;
+        }
         self.audit.flush().await;
         let (seq, hash) = match self.store.audit_head().await {
             Ok(h) => h,

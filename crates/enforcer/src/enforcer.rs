@@ -14,6 +14,14 @@
 //! Every `reconcile_interval`, and before the gateway serves, memberships of
 //! managed roles held by login roles without an active grant are revoked and
 //! audited as drift (a gateway killed with -9, a DBA's manual GRANT).
+//!
+//! Replicas ([`store::Cluster`]): only the enforcing replica (the leader)
+//! changes the databases — GRANT, REVOKE, drift, password rotation — and
+//! writes the grant lifecycle's audit records. Every replica runs this loop
+//! for its own gateway: it publishes a grant once the database shows its
+//! membership (the leader's GRANT), withdraws it at `expires_at` by its own
+//! clock, ends the role in its own sessions, warns them, and keeps its
+//! catalog knowledge (built-ins, owned objects, backing) fresh.
 
 use crate::database::{self, Membership};
 use crate::grants::{ActiveGrant, GrantTable};
@@ -32,6 +40,7 @@ use wire::backend::{ErrorFields, Severity};
 pub struct Enforcer {
     hook: Arc<HookState>,
     gateway: Arc<Shared>,
+    cluster: Arc<store::Cluster>,
     /// Grants whose membership is in the database, by grant id.
     applied: HashMap<i64, ActiveGrant>,
     warned: HashSet<i64>,
@@ -59,10 +68,15 @@ pub enum EnforceError {
 }
 
 impl Enforcer {
-    pub fn new(hook: Arc<HookState>, gateway: Arc<Shared>) -> Enforcer {
+    pub fn new(
+        hook: Arc<HookState>,
+        gateway: Arc<Shared>,
+        cluster: Arc<store::Cluster>,
+    ) -> Enforcer {
         Enforcer {
             hook,
             gateway,
+            cluster,
             applied: HashMap::new(),
             warned: HashSet::new(),
             unbacked: HashMap::new(),
@@ -88,6 +102,8 @@ impl Enforcer {
                 })?;
             self.hook.set_builtins(&db.name, b);
         }
+        let epoch = self.hook.store.credentials().await?;
+        self.gateway.login_roles.credentials.set_epoch(epoch.number);
         self.fresh_passwords().await?;
         self.step().await?;
         self.reconcile().await
@@ -131,12 +147,16 @@ impl Enforcer {
         tokio::pin!(stop);
         let reconcile_every = self.hook.config.gateway.reconcile_interval;
         let mut next_reconcile = tokio::time::Instant::now() + reconcile_every;
+        let mut leading = self.cluster.is_leader();
         loop {
             if let Err(e) = self.step().await {
                 tracing::warn!(error = %e, "enforcer step failed; retrying");
             }
             let asked = self.hook.reconcile_requested.swap(false, Ordering::Relaxed);
-            if asked || tokio::time::Instant::now() >= next_reconcile {
+            // A new leader first makes the databases match the store.
+            let took_over = !leading && self.cluster.is_leader();
+            leading = self.cluster.is_leader();
+            if asked || took_over || tokio::time::Instant::now() >= next_reconcile {
                 if let Err(e) = self.reconcile().await {
                     tracing::warn!(error = %e, "reconcile failed; retrying");
                 }
@@ -217,8 +237,18 @@ impl Enforcer {
             .into_values()
             .filter(|g| !self.applied.contains_key(&g.id))
             .collect();
+        let granted = if self.cluster.is_leader() {
+            HashSet::new()
+        } else {
+            self.granted_by_leader(&new).await
+        };
         for g in new {
-            if self.apply(&g).await {
+            let ready = if self.cluster.is_leader() {
+                self.apply(&g).await
+            } else {
+                granted.contains(&(g.database.clone(), self.membership(&g)))
+            };
+            if ready {
                 self.applied.insert(g.id, g);
                 added = true;
             }
@@ -231,6 +261,29 @@ impl Enforcer {
         }
         self.warn(now);
         Ok(())
+    }
+
+    /// A follower publishes a grant once the leader's GRANT is in the
+    /// database: the memberships of `new` grants found there, by database.
+    async fn granted_by_leader(&self, new: &[ActiveGrant]) -> HashSet<(String, Membership)> {
+        let mut found = HashSet::new();
+        let prefix = &self.hook.config.gateway.login_role_prefix;
+        let databases: HashSet<&str> = new.iter().map(|g| g.database.as_str()).collect();
+        for db in databases {
+            let Some(runtime) = self.gateway.databases.get(db) else {
+                continue;
+            };
+            let roles: Vec<String> = new
+                .iter()
+                .filter(|g| g.database == db)
+                .map(|g| g.role.clone())
+                .collect();
+            match database::memberships(&runtime.admin, &roles, prefix).await {
+                Ok(ms) => found.extend(ms.into_iter().map(|m| (db.to_string(), m))),
+                Err(e) => tracing::warn!(database = db, error = %e, "cannot read memberships"),
+            }
+        }
+        found
     }
 
     /// Applied grants whose end the store has moved (extensions) take the
@@ -321,7 +374,8 @@ impl Enforcer {
                     .push(self.membership(g));
             }
         }
-        for (db, ms) in &by_db {
+        let leader = self.cluster.is_leader();
+        for (db, ms) in by_db.iter().filter(|_| leader) {
             let admin = &self.gateway.databases[*db].admin;
             if let Err(e) = database::revoke(admin, ms).await {
                 // The reconciler revokes it on its next pass; the gateway
@@ -331,13 +385,15 @@ impl Enforcer {
         }
         for g in ended {
             let how = self.how_it_ended(g, now).await;
-            self.audit(AuditEvent::new(
-                now,
-                "grant.removed",
-                "jitgate",
-                format!("grant:{}", g.id),
-                json!({"role": g.role, "database": g.database, "ended": how}),
-            ));
+            if leader {
+                self.audit(AuditEvent::new(
+                    now,
+                    "grant.removed",
+                    "jitgate",
+                    format!("grant:{}", g.id),
+                    json!({"role": g.role, "database": g.database, "ended": how}),
+                ));
+            }
             if g.statement.is_none() {
                 self.end_in_sessions(g, how);
             }
@@ -432,13 +488,15 @@ impl Enforcer {
         for g in due {
             self.warned.insert(g.id);
             let left = (g.expires_at - now).num_seconds().max(0);
-            self.audit(AuditEvent::new(
-                now,
-                "grant.ending_soon",
-                &g.user,
-                format!("grant:{}", g.id),
-                json!({"role": g.role, "database": g.database, "expires_at": g.expires_at}),
-            ));
+            if self.cluster.is_leader() {
+                self.audit(AuditEvent::new(
+                    now,
+                    "grant.ending_soon",
+                    &g.user,
+                    format!("grant:{}", g.id),
+                    json!({"role": g.role, "database": g.database, "expires_at": g.expires_at}),
+                ));
+            }
             for s in self.gateway.sessions.of(&g.user, &g.database) {
                 s.notice(&ErrorFields::new(
                     Severity::Warning,
@@ -463,6 +521,8 @@ impl Enforcer {
     /// has just granted).
     pub async fn reconcile(&mut self) -> Result<(), EnforceError> {
         let now = self.hook.clock.now();
+        let leader = self.cluster.is_leader();
+        self.follow_epoch(now, leader).await?;
         let backed: HashSet<Membership> = self
             .active_in_store(now)
             .await?
@@ -486,12 +546,16 @@ impl Enforcer {
                 database: db.name.clone(),
                 source,
             };
-            let drift: Vec<Membership> = database::memberships(admin, &managed, &prefix)
-                .await
-                .map_err(err)?
-                .into_iter()
-                .filter(|m| !backed.contains(m))
-                .collect();
+            let drift: Vec<Membership> = if leader {
+                database::memberships(admin, &managed, &prefix)
+                    .await
+                    .map_err(err)?
+                    .into_iter()
+                    .filter(|m| !backed.contains(m))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             database::revoke(admin, &drift).await.map_err(err)?;
             for m in &drift {
                 tracing::warn!(database = %db.name, role = %m.role, login_role = %m.login_role, "revoked a membership no grant backs");
@@ -519,6 +583,9 @@ impl Enforcer {
             self.hook.looks.invalidate();
             // Privileges handed to login roles or PUBLIC on the managed roles'
             // objects outlive every grant: take them back.
+            if !leader {
+                continue;
+            }
             let direct = database::direct_privileges(admin, &managed, &prefix)
                 .await
                 .map_err(err)?;
@@ -538,7 +605,51 @@ impl Enforcer {
             }
         }
         self.report_backing(now).await;
-        self.reconcile_settings(now).await
+        if leader {
+            self.reconcile_settings(now).await?;
+        }
+        Ok(())
+    }
+
+    /// Login-role passwords follow the store's epoch. The leader rotates when
+    /// `credential_rotation` has passed and sets every login role's password
+    /// for a new epoch; every replica forgets the old ones (its next
+    /// connections derive the new; pooled ones stay logged in).
+    async fn follow_epoch(&mut self, now: Time, leader: bool) -> Result<(), EnforceError> {
+        let store = &self.hook.store;
+        let mut epoch = store.credentials().await?;
+        let every = chrono::Duration::from_std(self.hook.config.gateway.credential_rotation)
+            .unwrap_or(chrono::Duration::MAX);
+        // Without a cluster secret every start sets new passwords anyway.
+        let shared_secret = self.hook.config.gateway.cluster_secret_file.is_some()
+            || std::env::var_os(config::CLUSTER_SECRET_ENV).is_some();
+        let due = epoch.since.is_none_or(|since| now - since >= every);
+        if leader && shared_secret && due {
+            let why = if epoch.since.is_some() {
+                "schedule"
+            } else {
+                "first start"
+            };
+            let event = AuditEvent::new(
+                now,
+                "credentials.rotated",
+                "jitgate",
+                "credentials".into(),
+                json!({"why": why}),
+            );
+            epoch.number = store.rotate_credentials(event).await?;
+        }
+        if self.gateway.login_roles.credentials.set_epoch(epoch.number) {
+            tracing::info!(
+                epoch = epoch.number,
+                "login-role passwords moved to a new epoch"
+            );
+            self.gateway.login_roles.forget_all();
+            if leader {
+                self.fresh_passwords().await?;
+            }
+        }
+        Ok(())
     }
 
     /// Rules the database does not back (see [`crate::backing`]): a log line
@@ -589,7 +700,7 @@ impl Enforcer {
                 continue;
             }
             self.unbacked.insert(db.name.clone(), key);
-            for r in unbacked {
+            for r in unbacked.into_iter().filter(|_| self.cluster.is_leader()) {
                 let revokes: Vec<&String> = r.gaps.iter().flat_map(|g| &g.revoke).collect();
                 tracing::warn!(database = %db.name, rule = r.index, "rule[{}] ({}) is not backed by the database: only the gateway stands in the way; jitgate policy check --live lists the REVOKEs that would back it", r.index, r.rule);
                 self.audit(

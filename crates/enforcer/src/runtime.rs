@@ -13,6 +13,7 @@ pub struct Runtime {
     pub enforcer: Enforcer,
     pub hook: Arc<HookState>,
     pub audit: AuditSink,
+    pub cluster: Arc<store::Cluster>,
     audit_writer: tokio::task::JoinHandle<()>,
     checkpointer: Option<crate::checkpoints::Checkpointer>,
 }
@@ -36,6 +37,7 @@ impl Runtime {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         changed: Arc<store::Changes>,
+        cluster: Arc<store::Cluster>,
     ) -> Result<Runtime, StartError> {
         let key = match &config.gateway.audit_key_file {
             Some(path) => Some(store::checkpoint::load_key(path)?),
@@ -49,6 +51,7 @@ impl Runtime {
             audit: audit.clone(),
             clock: clock.clone(),
             every: config.gateway.audit_checkpoint_interval,
+            leadership: cluster.leadership(),
         });
         let hook = Arc::new(HookState::new(
             config.clone(),
@@ -68,13 +71,24 @@ impl Runtime {
         )
         .await?;
         let _ = hook.gateway.set(Arc::downgrade(gateway.shared()));
-        let mut enforcer = Enforcer::new(hook.clone(), gateway.shared().clone());
+        let shared = gateway.shared();
+        shared
+            .login_roles
+            .credentials
+            .set_source(Arc::new(StoreEpoch(hook.store.clone())));
+        if cluster.index() != 0 {
+            shared
+                .cancels
+                .set_peers(Arc::new(ClusterPeers(cluster.clone())));
+        }
+        let mut enforcer = Enforcer::new(hook.clone(), shared.clone(), cluster.clone());
         enforcer.prepare().await?;
         Ok(Runtime {
             gateway,
             enforcer,
             hook,
             audit,
+            cluster,
             audit_writer,
             checkpointer,
         })
@@ -100,5 +114,34 @@ impl Runtime {
         }
         self.audit.flush().await;
         self.audit_writer.abort();
+    }
+}
+
+/// The login-role password epoch, read from the state store.
+struct StoreEpoch(Arc<dyn Store>);
+
+impl proxy::login_role::EpochSource for StoreEpoch {
+    fn current(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, String>> + Send + '_>> {
+        Box::pin(async move {
+            self.0
+                .credentials()
+                .await
+                .map(|e| e.number)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// The other replicas, for cancel requests.
+struct ClusterPeers(Arc<store::Cluster>);
+
+impl proxy::cancel::Peers for ClusterPeers {
+    fn index(&self) -> u8 {
+        self.0.index()
+    }
+    fn address(&self, index: u8) -> Option<String> {
+        self.0.peer(index)
     }
 }

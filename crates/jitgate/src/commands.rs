@@ -290,3 +290,26 @@ pub async fn audit_export(c: &Client) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `jitgate rotate-credentials`: the next epoch, in the state store. The
+/// enforcing replica sets the new passwords at its next reconcile; a replica
+/// that meets an old password meanwhile reads the epoch again and follows.
+pub async fn rotate_credentials(config: &config::Config) -> anyhow::Result<()> {
+    let store = store::open(&config.gateway.state)
+        .await
+        .with_context(|| format!("opening the state store {}", config.gateway.state))?;
+    let actor = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    let event = store::AuditEvent::new(
+        chrono::Utc::now(),
+        "credentials.rotated",
+        &actor,
+        "credentials".into(),
+        json!({"why": "rotate-credentials"}),
+    );
+    let epoch = store.rotate_credentials(event).await?;
+    println!(
+        "login-role passwords moved to epoch {epoch}; the enforcing replica sets them within {:?}",
+        config.gateway.reconcile_interval
+    );
+    Ok(())
+}

@@ -55,6 +55,12 @@ enum Command {
         #[arg(long, short, env = "JITGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Move the login roles' passwords to a new epoch. The enforcing replica
+    /// sets them within `reconcile_interval`; every replica follows.
+    RotateCredentials {
+        #[arg(long, short, env = "JITGATE_CONFIG")]
+        config: PathBuf,
+    },
     /// Start a throwaway PostgreSQL with sample data and the gateway in front of it.
     Demo {
         /// Wire listener for the demo gateway.
@@ -213,6 +219,10 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::RotateCredentials { config } => match load(&config) {
+            Ok(cfg) => run(async move { commands::rotate_credentials(&cfg).await }),
+            Err(code) => code,
+        },
         Command::Demo { listen, api_listen } => {
             init_logging(LogFormat::Plain);
             run(demo::run(listen, api_listen))
@@ -314,6 +324,7 @@ async fn client_command(
             command: AuditCommand::Export,
         } => commands::audit_export(&c).await,
         Command::Serve { .. }
+        | Command::RotateCredentials { .. }
         | Command::Audit {
             command: AuditCommand::Keygen { .. },
         }
@@ -407,9 +418,17 @@ pub(crate) async fn serve(
     audit_policy(&*store, &config, config_text).await?;
     let clock: Arc<dyn policy::Clock> = Arc::new(policy::clock::SystemClock);
     let state = api::AppState::new(config.clone(), policy.clone(), store.clone(), clock.clone());
-    let runtime =
-        enforcer::Runtime::start(config.clone(), policy, store, clock, state.changed.clone())
-            .await?;
+    let cluster = join_cluster(&config, state.changed.clone()).await?;
+    let _ = state.cluster.set(cluster.clone());
+    let runtime = enforcer::Runtime::start(
+        config.clone(),
+        policy,
+        store,
+        clock,
+        state.changed.clone(),
+        cluster.clone(),
+    )
+    .await?;
     tracing::info!(listen = %runtime.gateway.local_addr(), api = %api_listener.local_addr()?, "jitgate serving");
     let _ = state
         .inspector
@@ -419,17 +438,26 @@ pub(crate) async fn serve(
         config.webhooks.clone(),
         config.gateway.public_url(),
         state.changed.clone(),
+        cluster.leadership(),
     )
     .await;
     let stopping = CancellationToken::new();
     let api_stop = stopping.clone();
+    let draining = state.draining.clone();
     let api = tokio::spawn(api::serve(api_listener, state, async move {
         api_stop.cancelled().await
     }));
     let signal = stopping.clone();
+    let drain_delay = config.gateway.drain_delay;
     runtime
         .run(async move {
             stop.await;
+            // Health checks fail first; the listener closes after the delay.
+            draining.cancel();
+            if let Some(d) = drain_delay {
+                tracing::info!(delay = ?d, "draining: /healthz fails; still accepting");
+                tokio::time::sleep(d).await;
+            }
             signal.cancel();
         })
         .await;
@@ -440,6 +468,35 @@ pub(crate) async fn serve(
     }
     tracing::info!("jitgate stopped");
     Ok(())
+}
+
+/// This replica among those sharing a PostgreSQL state store; alone with SQLite.
+async fn join_cluster(
+    config: &Config,
+    changes: Arc<store::Changes>,
+) -> anyhow::Result<Arc<store::Cluster>> {
+    let g = &config.gateway;
+    if !config::shared_state(&g.state) {
+        return Ok(store::Cluster::alone());
+    }
+    let address = match &g.advertise {
+        Some(a) => a.clone(),
+        None => {
+            let listen: std::net::SocketAddr = g.listen.parse().with_context(|| {
+                format!("[gateway] listen = {:?}: set [gateway] advertise to the host:port other replicas reach it at", g.listen)
+            })?;
+            anyhow::ensure!(
+                !listen.ip().is_unspecified(),
+                "[gateway] listen = {:?} is every address: set [gateway] advertise to the host:port \
+                 other replicas reach this one at (cancel requests are forwarded there)",
+                g.listen
+            );
+            g.listen.clone()
+        }
+    };
+    store::Cluster::join(&g.state, &address, changes)
+        .await
+        .context("joining the replicas of the state store")
 }
 
 /// Records the policy in force at start: `policy.loaded`, or `policy.changed`

@@ -36,7 +36,7 @@ pub mod sessions;
 pub mod split;
 pub mod startup;
 pub mod stream;
-pub mod tls;
+pub use pgtls as tls;
 pub mod upstream;
 
 pub use hook::{
@@ -68,6 +68,8 @@ pub enum GatewayError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("cluster secret: {0}")]
+    Secret(config::ConfigError),
     #[error("TLS setup for {what}: {source}")]
     Tls {
         what: String,
@@ -104,6 +106,9 @@ pub struct Shared {
     pub next_session: AtomicU64,
     /// Cancelled when shutdown's grace time is over: sessions close.
     pub closing: CancellationToken,
+    /// Cancelled when shutdown starts: sessions close at their next
+    /// transaction boundary.
+    pub draining: CancellationToken,
     /// Told of failed logins and refused login-role passwords.
     pub observer: Arc<dyn events::Observer>,
     /// Failed logins per user name and per peer address.
@@ -185,6 +190,8 @@ impl Gateway {
             );
             databases.insert(db.name.clone(), DatabaseRuntime { target, admin });
         }
+        let secret = config.cluster_secret().map_err(GatewayError::Secret)?;
+        let credentials = Arc::new(login_role::Credentials::new(secret));
         let listener =
             TcpListener::bind(&g.listen)
                 .await
@@ -195,7 +202,7 @@ impl Gateway {
         let shared = Arc::new(Shared {
             tls,
             databases,
-            login_roles: LoginRoles::new(&g.login_role_prefix),
+            login_roles: LoginRoles::new(&g.login_role_prefix, credentials),
             pool: Pool::new(g.pool_max_idle, g.pool_idle_timeout),
             cancels: Arc::new(CancelRegistry::default()),
             sessions: Arc::new(Sessions::default()),
@@ -208,6 +215,7 @@ impl Gateway {
             scram_secret: rand::random(),
             next_session: AtomicU64::new(1),
             closing: CancellationToken::new(),
+            draining: CancellationToken::new(),
             observer,
             logins: Logins::default(),
             config: config.clone(),
@@ -225,7 +233,8 @@ impl Gateway {
         &self.shared
     }
 
-    /// Serves until `stop` completes; then stops accepting, gives sessions
+    /// Serves until `stop` completes; then stops accepting, closes each
+    /// session at its next transaction boundary, gives those in a transaction
     /// `shutdown_timeout` to finish, and closes the rest with a FATAL.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         let tracker = TaskTracker::new();
@@ -256,6 +265,7 @@ impl Gateway {
             }
         }
         drop(self.listener);
+        self.shared.draining.cancel();
         tracker.close();
         let open = tracker.len();
         tracing::info!(

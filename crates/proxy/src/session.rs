@@ -154,11 +154,17 @@ async fn start_session(
             Ok(c) => break (role, c),
             // The database refused the password only the gateway should know:
             // someone changed it. Alert, set a new one, try once more.
+            // After a rotation (another replica moved the epoch), the next
+            // epoch's password; else someone changed it: alert, set it again.
             Err(UpstreamError::Server { code, .. }) if code == "28P01" && !retried => {
-                warn!(login_role = %role.name, "the database refused the login role's password; setting a new one");
-                shared
-                    .observer
-                    .upstream_login_failed(&checked.database, &checked.user, &role.name);
+                if !shared.login_roles.rotated(&role).await {
+                    warn!(login_role = %role.name, "the database refused the login role's password; setting it again");
+                    shared.observer.upstream_login_failed(
+                        &checked.database,
+                        &checked.user,
+                        &role.name,
+                    );
+                }
                 shared.login_roles.forget(&checked.database, &checked.user);
                 retried = true;
             }
@@ -291,6 +297,7 @@ async fn relay(
         session: &session,
         hook: shared.hook.as_ref(),
         limits: &shared.limits,
+        draining: &shared.draining,
     };
     let ending = relay
         .run(&mut client, &mut conn.stream, io, &shared.closing)
@@ -345,7 +352,8 @@ async fn relay(
             say_fatal(&mut client, &e).await;
         }
         Ending::Shutdown => {
-            let e = ErrorFields::fatal("57P01", "terminating connection: jitgate is shutting down");
+            let e = ErrorFields::fatal("57P01", "terminating connection: jitgate is shutting down")
+                .with_hint("connect again: another jitgate replica, or this one once restarted, takes the session");
             say_fatal(&mut client, &e).await;
         }
     }

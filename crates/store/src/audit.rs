@@ -65,6 +65,14 @@ impl AuditEvent {
         self.severity = Severity::Alert;
         self
     }
+
+    /// Adds `key` to an object `detail`.
+    pub fn with_detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        if let Some(map) = self.detail.as_object_mut() {
+            map.insert(key.to_string(), value.into());
+        }
+        self
+    }
 }
 
 /// A stored event with its place in the chain.

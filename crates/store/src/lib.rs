@@ -3,6 +3,8 @@
 //!
 //! - [`audit`]: audit events and the SHA-256 hash chain (append, verify).
 //! - [`sqlite`], [`postgres`]: the backends; the same migration, the same tests.
+//! - [`cluster`]: replicas on one PostgreSQL store: the enforcer's lock,
+//!   change notifications, replica indexes.
 //! - [`service`]: the operations (file, decide, cancel, end a grant, tick) written
 //!   once over the trait: load, apply the pure state machine from `policy`,
 //!   write back with a compare-and-set on the row's version, retry on conflict.
@@ -16,12 +18,14 @@
 pub mod audit;
 pub mod changes;
 pub mod checkpoint;
+pub mod cluster;
 pub mod postgres;
 pub mod service;
 pub mod sqlite;
 
 pub use audit::{AuditEvent, AuditRecord, Severity, Verification};
 pub use changes::Changes;
+pub use cluster::Cluster;
 use policy::{Grant, Request, Time};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +97,36 @@ pub struct TokenRow {
     pub revoked: bool,
 }
 
+/// The generation of the login roles' passwords: replicas derive each
+/// password from the cluster secret and this number (see DEPLOYMENT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch {
+    pub number: i64,
+    /// When it was rotated to (none before the first rotation).
+    pub since: Option<Time>,
+}
+
+pub(crate) const EPOCH: &str = "credentials:epoch";
+pub(crate) const EPOCH_SINCE: &str = "credentials:since";
+
+impl Epoch {
+    pub(crate) fn from_counters(
+        number: Option<i64>,
+        since: Option<i64>,
+    ) -> Result<Epoch, StoreError> {
+        let since = since
+            .map(|s| {
+                chrono::DateTime::from_timestamp(s, 0)
+                    .ok_or_else(|| StoreError::Corrupt(format!("epoch time {s}")))
+            })
+            .transpose()?;
+        Ok(Epoch {
+            number: number.unwrap_or(0),
+            since,
+        })
+    }
+}
+
 /// What the backends provide. Every method is one transaction.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
@@ -136,6 +170,11 @@ pub trait Store: Send + Sync {
     /// A named, durable position (e.g. how far a webhook has delivered); 0 if unset.
     async fn cursor(&self, name: &str) -> Result<i64, StoreError>;
     async fn set_cursor(&self, name: &str, value: i64) -> Result<(), StoreError>;
+    /// The login-role password epoch (0 before the first rotation).
+    async fn credentials(&self) -> Result<Epoch, StoreError>;
+    /// Moves to the next epoch, appending `event` (with the new number), and
+    /// tells the other replicas. Returns the new epoch.
+    async fn rotate_credentials(&self, event: AuditEvent) -> Result<i64, StoreError>;
     async fn insert_token(
         &self,
         hash: &str,

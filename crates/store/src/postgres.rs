@@ -1,35 +1,118 @@
-//! The PostgreSQL backend, for several gateway replicas sharing state. Writers
-//! are serialised by a transaction-scoped advisory lock (the audit chain needs a
-//! single order anyway); rows still carry the compare-and-set version.
+//! The PostgreSQL backend, for several gateway replicas sharing state.
+//!
+//! - A pool of connections (deadpool): a connection that died is replaced at
+//!   the next call, so the store recovers by itself; while the server is away
+//!   every call fails fast (callers fail closed).
+//! - TLS per the URL's `sslmode` (libpq's values, see `pgtls`).
+//! - Writers are serialised by a transaction-scoped advisory lock (the audit
+//!   chain needs a single order anyway); rows still carry the compare-and-set
+//!   version.
+//! - Writes that change requests, grants or credentials `NOTIFY jitgate` in
+//!   their transaction: the other replicas hear of them at commit
+//!   ([`crate::cluster`] listens).
 
 use crate::audit::{self, AuditEvent, AuditRecord, Severity, GENESIS};
 use crate::{
     AuditFilter, GrantFilter, GrantWrite, RequestFilter, Store, StoreError, TokenRow, Versioned,
     MIGRATION_1,
 };
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use policy::{Grant, Request, Time};
-use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls, Transaction};
+use std::time::Duration;
+use tokio_postgres::{Client, Transaction};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 const WRITE_LOCK: i64 = 0x6a69_7467_6174; // "jitgat"
 
+/// The channel replicas hear changes on.
+pub(crate) const CHANNEL: &str = "jitgate";
+
+/// How long a call waits for a connection (or to make one) before failing.
+const CONNECT_WAIT: Duration = Duration::from_secs(3);
+
+/// Where the store is and how to reach it.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub config: tokio_postgres::Config,
+    pub tls: MakeRustlsConnect,
+}
+
+impl Target {
+    pub fn from_url(url: &str) -> Result<Target, StoreError> {
+        let bad = |e: String| StoreError::BadUrl(format!("{url}: {e}"));
+        let split = pgtls::split_url(url).map_err(|e| bad(e.to_string()))?;
+        let mut config: tokio_postgres::Config = split
+            .url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| bad(e.to_string()))?;
+        config.ssl_mode(match split.mode {
+            config::UpstreamTls::Disable => tokio_postgres::config::SslMode::Disable,
+            config::UpstreamTls::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        config.connect_timeout(CONNECT_WAIT);
+        // A server that vanished without closing the connection (a network
+        // partition) is noticed within about half a minute.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(10));
+        if config.get_application_name().is_none() {
+            config.application_name("jitgate");
+        }
+        // `disable` never uses it; the others need one.
+        let mode = match split.mode {
+            config::UpstreamTls::Disable => config::UpstreamTls::Require,
+            m => m,
+        };
+        let tls = pgtls::client_config(mode, split.root_cert.as_deref())
+            .map_err(|e| bad(e.to_string()))?
+            .expect("not disable");
+        Ok(Target {
+            config,
+            tls: MakeRustlsConnect::new((*tls).clone()),
+        })
+    }
+}
+
 pub struct PgStore {
-    client: Mutex<Client>,
+    pool: Pool,
 }
 
 impl PgStore {
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::error!(error = %e, "state store connection ended");
-            }
-        });
-        client.batch_execute(MIGRATION_1).await?;
-        Ok(PgStore {
-            client: Mutex::new(client),
-        })
+        let target = Target::from_url(url)?;
+        let manager = Manager::from_config(
+            target.config,
+            target.tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(8)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_WAIT))
+            .create_timeout(Some(CONNECT_WAIT))
+            .recycle_timeout(Some(CONNECT_WAIT))
+            .build()
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let store = PgStore { pool };
+        store.client().await?.batch_execute(MIGRATION_1).await?;
+        Ok(store)
     }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Backend(format!("no connection to the state store: {e}")))
+    }
+}
+
+/// Tells the other replicas, at commit, that requests, grants or credentials changed.
+async fn announce(tx: &Transaction<'_>, what: &str) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &what])
+        .await?;
+    Ok(())
 }
 
 async fn write_tx(client: &mut Client) -> Result<Transaction<'_>, StoreError> {
@@ -139,7 +222,7 @@ impl Store for PgStore {
         &self,
         request: Request,
     ) -> Result<(Versioned<Request>, bool), StoreError> {
-        let mut client = self.client.lock().await;
+        let mut client = self.client().await?;
         let tx = write_tx(&mut client).await?;
         let now = request.created_at;
         let pending = tx
@@ -190,6 +273,7 @@ impl Store for PgStore {
         )
         .await?;
         append(&tx, vec![crate::service::filed_event(&request)]).await?;
+        announce(&tx, "request").await?;
         tx.commit().await?;
         Ok((
             Versioned {
@@ -201,7 +285,7 @@ impl Store for PgStore {
     }
 
     async fn request(&self, id: i64) -> Result<Option<Versioned<Request>>, StoreError> {
-        let client = self.client.lock().await;
+        let client = self.client().await?;
         versioned(
             client
                 .query_opt("SELECT version, body FROM requests WHERE id = $1", &[&id])
@@ -210,7 +294,7 @@ impl Store for PgStore {
     }
 
     async fn requests(&self, filter: &RequestFilter) -> Result<Vec<Request>, StoreError> {
-        let client = self.client.lock().await;
+        let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT body FROM requests WHERE ($1::text IS NULL OR username = $1) AND ($2::text IS NULL OR state = $2) \
@@ -230,7 +314,7 @@ impl Store for PgStore {
         grant: Option<GrantWrite>,
         audit: Vec<AuditEvent>,
     ) -> Result<Option<Option<Grant>>, StoreError> {
-        let mut client = self.client.lock().await;
+        let mut client = self.client().await?;
         let tx = write_tx(&mut client).await?;
         let n = tx
             .execute(
@@ -262,12 +346,13 @@ impl Store for PgStore {
             }
         };
         append(&tx, events).await?;
+        announce(&tx, "request").await?;
         tx.commit().await?;
         Ok(Some(written))
     }
 
     async fn grant(&self, id: i64) -> Result<Option<Versioned<Grant>>, StoreError> {
-        let client = self.client.lock().await;
+        let client = self.client().await?;
         versioned(
             client
                 .query_opt("SELECT version, body FROM grants WHERE id = $1", &[&id])
@@ -276,7 +361,7 @@ impl Store for PgStore {
     }
 
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
-        let client = self.client.lock().await;
+        let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT body FROM grants WHERE ($1::text IS NULL OR username = $1) AND (NOT $2 OR state = 'active') \
@@ -295,18 +380,19 @@ impl Store for PgStore {
         expected: i64,
         audit: Vec<AuditEvent>,
     ) -> Result<bool, StoreError> {
-        let mut client = self.client.lock().await;
+        let mut client = self.client().await?;
         let tx = write_tx(&mut client).await?;
         if !cas_grant(&tx, grant, expected).await? {
             return Ok(false);
         }
         append(&tx, audit).await?;
+        announce(&tx, "grant").await?;
         tx.commit().await?;
         Ok(true)
     }
 
     async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
-        let mut client = self.client.lock().await;
+        let mut client = self.client().await?;
         let tx = write_tx(&mut client).await?;
         append(&tx, events).await?;
         tx.commit().await?;
@@ -314,7 +400,7 @@ impl Store for PgStore {
     }
 
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
-        let client = self.client.lock().await;
+        let client = self.client().await?;
         let since = filter.since.as_ref().map(audit::time_text);
         let rows = client
             .query(
@@ -328,7 +414,7 @@ impl Store for PgStore {
     }
 
     async fn audit_after(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
-        let client = self.client.lock().await;
+        let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT seq, at, kind, severity, actor, subject, detail, prev_hash, hash FROM audit \
@@ -340,7 +426,7 @@ impl Store for PgStore {
     }
 
     async fn audit_head(&self) -> Result<(i64, String), StoreError> {
-        let client = self.client.lock().await;
+        let client = self.client().await?;
         let last = client
             .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
             .await?;
@@ -350,7 +436,7 @@ impl Store for PgStore {
     }
 
     async fn cursor(&self, name: &str) -> Result<i64, StoreError> {
-        let client = self.client.lock().await;
+        let client = self.client().await?;
         let row = client
             .query_opt(
                 "SELECT value FROM counters WHERE name = $1",
@@ -361,7 +447,7 @@ impl Store for PgStore {
     }
 
     async fn set_cursor(&self, name: &str, value: i64) -> Result<(), StoreError> {
-        let client = self.client.lock().await;
+        let client = self.client().await?;
         client
             .execute(
                 "INSERT INTO counters (name, value) VALUES ($1, $2) \
@@ -373,11 +459,50 @@ impl Store for PgStore {
     }
 
     async fn audit_all(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        let client = self.client.lock().await;
+        let client = self.client().await?;
         let rows = client
             .query("SELECT seq, at, kind, severity, actor, subject, detail, prev_hash, hash FROM audit ORDER BY seq", &[])
             .await?;
         rows.iter().map(to_record).collect()
+    }
+
+    async fn credentials(&self) -> Result<crate::Epoch, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name, value FROM counters WHERE name IN ($1, $2)",
+                &[&crate::EPOCH, &crate::EPOCH_SINCE],
+            )
+            .await?;
+        let get = |name: &str| {
+            rows.iter()
+                .find(|r| r.get::<_, &str>(0) == name)
+                .map(|r| r.get::<_, i64>(1))
+        };
+        crate::Epoch::from_counters(get(crate::EPOCH), get(crate::EPOCH_SINCE))
+    }
+
+    async fn rotate_credentials(&self, event: AuditEvent) -> Result<i64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = write_tx(&mut client).await?;
+        let epoch: i64 = tx
+            .query_one(
+                "INSERT INTO counters (name, value) VALUES ($1, 1) \
+                 ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
+                &[&crate::EPOCH],
+            )
+            .await?
+            .get(0);
+        tx.execute(
+            "INSERT INTO counters (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            &[&crate::EPOCH_SINCE, &event.at.timestamp()],
+        )
+        .await?;
+        append(&tx, vec![event.with_detail("epoch", epoch)]).await?;
+        announce(&tx, "credentials").await?;
+        tx.commit().await?;
+        Ok(epoch)
     }
 
     async fn insert_token(
@@ -387,7 +512,7 @@ impl Store for PgStore {
         expires_at: Time,
         audit: Vec<AuditEvent>,
     ) -> Result<(), StoreError> {
-        let mut client = self.client.lock().await;
+        let mut client = self.client().await?;
         let tx = write_tx(&mut client).await?;
         tx.execute(
             "INSERT INTO tokens (hash, username, expires_at, revoked) VALUES ($1, $2, $3, false)",
@@ -400,7 +525,7 @@ impl Store for PgStore {
     }
 
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
-        let client = self.client.lock().await;
+        let client = self.client().await?;
         let row = client
             .query_opt(
                 "SELECT username, expires_at, revoked FROM tokens WHERE hash = $1",
@@ -418,7 +543,7 @@ impl Store for PgStore {
     }
 
     async fn revoke_token(&self, hash: &str, audit: Vec<AuditEvent>) -> Result<bool, StoreError> {
-        let mut client = self.client.lock().await;
+        let mut client = self.client().await?;
         let tx = write_tx(&mut client).await?;
         let n = tx
             .execute(

@@ -412,6 +412,44 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn credentials(&self) -> Result<crate::Epoch, StoreError> {
+        self.run(move |conn| {
+            let get = |name: &str| -> Result<Option<i64>, StoreError> {
+                Ok(conn
+                    .query_row(
+                        "SELECT value FROM counters WHERE name = ?1",
+                        params![name],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            };
+            crate::Epoch::from_counters(get(crate::EPOCH)?, get(crate::EPOCH_SINCE)?)
+        })
+        .await
+    }
+
+    async fn rotate_credentials(&self, event: AuditEvent) -> Result<i64, StoreError> {
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let since = event.at.timestamp();
+            let epoch: i64 = tx.query_row(
+                "INSERT INTO counters (name, value) VALUES (?1, 1) \
+                 ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+                params![crate::EPOCH],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO counters (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![crate::EPOCH_SINCE, since],
+            )?;
+            append(&tx, vec![event.with_detail("epoch", epoch)])?;
+            tx.commit()?;
+            Ok(epoch)
+        })
+        .await
+    }
+
     async fn audit_all(&self) -> Result<Vec<AuditRecord>, StoreError> {
         self.run(move |conn| {
             let rows: Vec<RawAudit> = conn

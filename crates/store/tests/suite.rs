@@ -564,3 +564,84 @@ async fn cursors_and_reading_the_log_after_a_position(kind: &str) {
     let rest = s.audit_after(first + 3, 100).await.unwrap();
     assert_eq!(rest.len(), all.len() - 4);
 }
+
+both!(credential_epochs_rotate_once_each);
+async fn credential_epochs_rotate_once_each(kind: &str) {
+    let (s, _b) = open(kind).await;
+    let e = s.credentials().await.unwrap();
+    assert_eq!((e.number, e.since), (0, None));
+    let now = chrono::Utc::now();
+    let ev = || {
+        AuditEvent::new(
+            now,
+            "credentials.rotated",
+            "t",
+            "credentials".into(),
+            serde_json::json!({}),
+        )
+    };
+    assert_eq!(s.rotate_credentials(ev()).await.unwrap(), 1);
+    assert_eq!(s.rotate_credentials(ev()).await.unwrap(), 2);
+    let e = s.credentials().await.unwrap();
+    assert_eq!(e.number, 2);
+    assert_eq!(e.since.unwrap().timestamp(), now.timestamp());
+    let logged: Vec<_> = s
+        .audit_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.kind == "credentials.rotated")
+        .map(|r| r.event.detail["epoch"].as_i64())
+        .collect();
+    assert_eq!(logged, [Some(1), Some(2)]);
+}
+
+/// Two replicas on one PostgreSQL store: distinct indexes, exactly one
+/// enforcer, and a change committed through the store wakes the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_take_indexes_one_leads_and_hear_changes() {
+    let (s, b) = open("postgres").await;
+    let Backend::Postgres(db) = &b else {
+        unreachable!()
+    };
+    let url = pgcluster::Cluster::shared().url(db);
+    let (ca, cb) = (
+        Arc::new(store::Changes::default()),
+        Arc::new(store::Changes::default()),
+    );
+    let a = store::Cluster::join(&url, "127.0.0.1:1001", ca.clone())
+        .await
+        .unwrap();
+    let bb = store::Cluster::join(&url, "127.0.0.1:1002", cb.clone())
+        .await
+        .unwrap();
+    assert_ne!(a.index(), bb.index());
+    assert!(a.index() > 0 && bb.index() > 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while a.is_leader() == bb.is_leader() || a.peer(bb.index()).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no single leader / peers"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(a.peer(bb.index()).as_deref(), Some("127.0.0.1:1002"));
+    // Drain the wake-ups of joining, then a write must wake replica B.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut seen = cb.subscribe();
+    seen.borrow_and_update();
+    let now = chrono::Utc::now();
+    s.rotate_credentials(AuditEvent::new(
+        now,
+        "credentials.rotated",
+        "t",
+        "c".into(),
+        serde_json::json!({}),
+    ))
+    .await
+    .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(2), seen.changed())
+        .await
+        .expect("a committed change reaches the other replica through NOTIFY")
+        .unwrap();
+}

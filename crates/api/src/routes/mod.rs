@@ -72,10 +72,33 @@ pub fn router() -> Router<Arc<AppState>> {
         })
 }
 
-async fn healthz(State(state): S) -> Result<Json<Value>, ApiError> {
-    // The store must answer: a gateway that cannot record decisions is not healthy.
-    state.store.token("healthz").await?;
-    Ok(Json(json!({"status": "ok"})))
+/// 200 only when this replica should get traffic: the store answers (a
+/// gateway that cannot record decisions is not healthy) and it is not
+/// draining. Says which replica answered and whether it is the enforcer.
+async fn healthz(State(state): S) -> (StatusCode, Json<Value>) {
+    let store_ok = state.store.token("healthz").await.is_ok();
+    let cluster = state.cluster();
+    let status = if state.draining.is_cancelled() {
+        "draining"
+    } else if !store_ok {
+        "store_unreachable"
+    } else {
+        "ok"
+    };
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({
+            "status": status,
+            "replica": cluster.name(),
+            "enforcer": cluster.is_leader(),
+            "store": if store_ok { "reachable" } else { "unreachable" },
+        })),
+    )
 }
 
 async fn metrics(State(state): S) -> Result<impl IntoResponse, ApiError> {
@@ -100,7 +123,7 @@ async fn metrics(State(state): S) -> Result<impl IntoResponse, ApiError> {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        state.metrics.render(&counts, grants),
+        state.metrics.render(&state.cluster(), &counts, grants),
     ))
 }
 

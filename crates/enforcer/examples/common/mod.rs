@@ -67,6 +67,7 @@ pub async fn start(
         store.clone(),
         clock,
         changed.clone(),
+        store::Cluster::alone(),
     )
     .await?;
     let addr = runtime.gateway.local_addr();

@@ -89,6 +89,14 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.set_cursor(name, value).await
     }
+    async fn credentials(&self) -> Result<store::Epoch, StoreError> {
+        self.check()?;
+        self.inner.credentials().await
+    }
+    async fn rotate_credentials(&self, event: AuditEvent) -> Result<i64, StoreError> {
+        self.check()?;
+        self.inner.rotate_credentials(event).await
+    }
     async fn insert_token(
         &self,
         hash: &str,

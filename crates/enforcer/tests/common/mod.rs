@@ -205,6 +205,7 @@ impl Jitgate {
             store.clone(),
             clock,
             changed.clone(),
+            store::Cluster::alone(),
         )
         .await
         .expect("jitgate starts");

@@ -168,10 +168,11 @@ impl Relay<'_> {
                         self.resend(&mut server, p, &mut syncs).await?;
                         continue;
                     }
-                    r = self.read_client(&mut client, &mut buf, mid_message) => r?,
+                    r = self.read_client(&mut client, &mut buf, p, mid_message) => r?,
                 }
             } else {
-                self.read_client(&mut client, &mut buf, mid_message).await?
+                self.read_client(&mut client, &mut buf, p, mid_message)
+                    .await?
             };
             match read {
                 // Gone between messages: the server is in a clean state.
@@ -396,10 +397,14 @@ impl Relay<'_> {
         &self,
         client: &mut ReadHalf<'_>,
         buf: &mut BytesMut,
+        p: &Progress,
         mid_message: bool,
     ) -> Result<std::io::Result<usize>, Ending> {
         if !mid_message {
-            return Ok(client.read_buf(buf).await);
+            return tokio::select! {
+                r = client.read_buf(buf) => Ok(r),
+                _ = self.drain_point(p) => Err(Ending::Shutdown),
+            };
         }
         tokio::time::timeout(self.limits.message_timeout, client.read_buf(buf))
             .await

@@ -122,6 +122,9 @@ pub struct Relay<'a> {
     pub session: &'a Arc<Session>,
     pub hook: &'a dyn StatementHook,
     pub limits: &'a Limits,
+    /// Cancelled when the gateway drains: the session ends at its next
+    /// transaction boundary (see [`Relay::drain_point`]).
+    pub draining: &'a CancellationToken,
 }
 
 fn violation(e: WireError) -> ErrorFields {
@@ -165,6 +168,24 @@ impl Relay<'_> {
                     && progress.backend_clean.load(Relaxed),
             },
             other => other,
+        }
+    }
+
+    /// Completes once the gateway drains and the session is between
+    /// transactions: every sync point answered, the last ReadyForQuery idle,
+    /// nothing running or held. Only awaited while the client is between
+    /// messages, so no statement is cut off: the next one goes to a replica
+    /// that is not stopping.
+    async fn drain_point(&self, p: &Progress) {
+        self.draining.cancelled().await;
+        loop {
+            let settled = p.sync_points_sent.load(Relaxed) == p.ready_seen.load(Relaxed)
+                && p.last_status.load(Relaxed) == b'I'
+                && !self.session.is_busy();
+            if settled {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 

@@ -1,6 +1,11 @@
-//! rustls configurations: the listener's server side, and each database's client side
-//! with libpq's `sslmode` semantics (prefer/require encrypt without verifying the
-//! server, exactly as libpq does; verify-full checks the chain and the host name).
+//! rustls configurations: the listener's server side, and the client side toward
+//! a database or the state store with libpq's `sslmode` semantics
+//! (prefer/require encrypt without verifying the server, exactly as libpq does;
+//! verify-full checks the chain and the host name).
+//!
+//! Shared by `proxy` (listener, upstream, admin connections) and `store` (the
+//! PostgreSQL state store), so both read `sslmode` the same way.
+#![forbid(unsafe_code)]
 
 use config::UpstreamTls;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -21,6 +26,8 @@ pub enum TlsSetupError {
     },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("unknown sslmode `{0}` (use disable, prefer, require, verify-ca or verify-full)")]
+    Mode(String),
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -91,6 +98,52 @@ pub fn client_config(
     Ok(Some(Arc::new(cfg)))
 }
 
+/// A libpq-style URL split into what tokio-postgres reads and what it does
+/// not: `sslmode` (all of libpq's values; `verify-ca` is checked as
+/// `verify-full`, which is stricter) and `sslrootcert`.
+#[derive(Debug, PartialEq)]
+pub struct UrlTls {
+    pub url: String,
+    pub mode: UpstreamTls,
+    pub root_cert: Option<std::path::PathBuf>,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a `postgres://` URL's query.
+/// libpq's default, `prefer`, applies when `sslmode` is absent.
+pub fn split_url(url: &str) -> Result<UrlTls, TlsSetupError> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut mode = UpstreamTls::Prefer;
+    let mut root_cert = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", v)) => {
+                mode = match v {
+                    "disable" => UpstreamTls::Disable,
+                    "allow" | "prefer" => UpstreamTls::Prefer,
+                    "require" => UpstreamTls::Require,
+                    "verify-ca" | "verify-full" => UpstreamTls::VerifyFull,
+                    other => {
+                        return Err(TlsSetupError::Mode(other.to_string()));
+                    }
+                }
+            }
+            Some(("sslrootcert", v)) => root_cert = Some(v.into()),
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok(UrlTls {
+        url,
+        mode,
+        root_cert,
+    })
+}
+
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsSetupError> {
     ServerName::try_from(host.to_string()).map_err(|e| TlsSetupError::Pem {
         what: "server name",
@@ -146,5 +199,31 @@ impl ServerCertVerifier for EncryptOnly {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_and_root_cert_leave_the_url() {
+        let t = split_url(
+            "postgres://a@h:5/db?sslmode=verify-ca&application_name=x&sslrootcert=/ca.pem",
+        )
+        .unwrap();
+        assert_eq!(t.url, "postgres://a@h:5/db?application_name=x");
+        assert_eq!(t.mode, UpstreamTls::VerifyFull);
+        assert_eq!(t.root_cert, Some("/ca.pem".into()));
+        let t = split_url("postgres://a@h/db").unwrap();
+        assert_eq!(
+            (t.url.as_str(), t.mode),
+            ("postgres://a@h/db", UpstreamTls::Prefer)
+        );
+        assert_eq!(
+            split_url("postgres://h/db?sslmode=disable").unwrap().mode,
+            UpstreamTls::Disable
+        );
+        assert!(split_url("postgres://h/db?sslmode=sometimes").is_err());
     }
 }
