@@ -151,11 +151,20 @@ async fn returning_to_the_login_role_passes_and_identity_defaults_are_removed() 
     };
     assert_eq!(left(), "1");
     assert!(j.until(Duration::from_secs(5), || left() == "0").await);
-    assert!(j
+    // The audit writer is asynchronous: poll for the record.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !j
         .audit_kinds()
         .await
         .iter()
-        .any(|(k, _, d)| k == "alert.drift" && d["drift"] == "identity_default"));
+        .any(|(k, _, d)| k == "alert.drift" && d["drift"] == "identity_default")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alert.drift for the identity default"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     j.stop().await;
 }
 

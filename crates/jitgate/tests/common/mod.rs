@@ -146,6 +146,33 @@ impl Psql {
         self.run_within(sql, Duration::from_secs(20))
     }
 
+    /// psql's output up to the first line containing `needle`.
+    pub fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        let mut out = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    out.push_str(&line);
+                    out.push('\n');
+                    if line.contains(needle) {
+                        return out;
+                    }
+                }
+                Err(_) => panic!("psql did not print {needle:?} within {limit:?}; so far: {out}"),
+            }
+        }
+    }
+
+    /// SIGINT, as Ctrl-C: psql sends a CancelRequest for the running statement.
+    pub fn interrupt(&self) {
+        Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
     /// Output printed since the last call, without sending anything (notices).
     pub fn drain(&mut self, wait: Duration) -> String {
         let mut out = String::new();
