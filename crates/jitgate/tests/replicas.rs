@@ -459,9 +459,9 @@ fn rolling_restart_under_psql_and_pgbench_loses_no_statement() {
         set.replicas[i].spawn();
         // Back in the balancer's rotation before the next one goes.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !set.replicas[i]
+        while set.replicas[i]
             .healthz()
-            .is_some_and(|(code, _)| code == 200)
+            .is_none_or(|(code, _)| code != 200)
         {
             assert!(Instant::now() < deadline, "replica {i} not healthy again");
             std::thread::sleep(Duration::from_millis(50));
