@@ -1,20 +1,18 @@
 //! Alerts the statement path raises besides refusals (which are alerts
-//! themselves): privileged use outside working hours, and many refused
-//! attempts by one user in a short time. Each is an audit event of severity
-//! `alert` (kind `alert.*`), which webhooks deliver as `alert.*`.
+//! themselves): privileged use outside working hours, once per grant and
+//! replica. Each is an audit event of severity `alert` (kind `alert.*`),
+//! which webhooks deliver as `alert.*`. (Many refused attempts by one user in
+//! a short time are counted in the store, across replicas: `audit.rs`.)
 
 use chrono::{Datelike, Timelike};
 use config::Gateway;
 use policy::Time;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 pub struct Alerts {
     hours: Option<(u32, u32)>,
     days: Vec<String>,
-    threshold: usize,
-    window: chrono::Duration,
-    refusals: Mutex<HashMap<String, VecDeque<Time>>>,
     off_hours_grants: Mutex<HashSet<i64>>,
 }
 
@@ -23,10 +21,6 @@ impl Alerts {
         Alerts {
             hours: g.working_hours.as_deref().and_then(config::parse_hours),
             days: g.working_days.clone(),
-            threshold: g.refusal_alert,
-            window: chrono::Duration::from_std(g.refusal_alert_window)
-                .unwrap_or(chrono::Duration::minutes(1)),
-            refusals: Mutex::new(HashMap::new()),
             off_hours_grants: Mutex::new(HashSet::new()),
         }
     }
@@ -44,28 +38,6 @@ impl Alerts {
     /// True the first time grant `id` is used outside working hours.
     pub fn off_hours_use(&self, grant: i64, t: Time) -> bool {
         self.outside_hours(t) && self.off_hours_grants.lock().unwrap().insert(grant)
-    }
-
-    /// Counts a refusal; true when it makes `threshold` within the window
-    /// (once per window: the count starts over after an alert).
-    pub fn refused(&self, user: &str, t: Time) -> bool {
-        if self.threshold == 0 {
-            return false;
-        }
-        let mut map = self.refusals.lock().unwrap();
-        if map.len() > 10_000 {
-            map.retain(|_, q| q.back().is_some_and(|last| t - *last < self.window));
-        }
-        let q = map.entry(user.to_string()).or_default();
-        while q.front().is_some_and(|first| t - *first >= self.window) {
-            q.pop_front();
-        }
-        q.push_back(t);
-        if q.len() >= self.threshold {
-            q.clear();
-            return true;
-        }
-        false
     }
 }
 
@@ -93,22 +65,5 @@ mod tests {
         assert!(!a.off_hours_use(7, at(29, 12, 5)), "once per grant");
         let none = Alerts::new(&gateway(""));
         assert!(!none.outside_hours(at(29, 3, 0)));
-    }
-
-    #[test]
-    fn many_refusals_in_a_window_alert_once() {
-        let a = Alerts::new(&gateway("refusal_alert = 3\nrefusal_alert_window = \"1m\""));
-        let t0 = chrono::Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap();
-        let s = chrono::Duration::seconds;
-        assert!(!a.refused("alice", t0));
-        assert!(!a.refused("alice", t0 + s(10)));
-        assert!(!a.refused("bob", t0 + s(11)));
-        assert!(a.refused("alice", t0 + s(20)));
-        assert!(!a.refused("alice", t0 + s(21)), "counting starts over");
-        assert!(!a.refused("alice", t0 + s(200)));
-        assert!(
-            !a.refused("alice", t0 + s(261)),
-            "the old ones fell out of the window"
-        );
     }
 }

@@ -49,9 +49,12 @@ pub struct StatementRecord<'a> {
 
 impl AuditSink {
     /// The sink and its writer (run it as a task; it ends when every sink is dropped).
-    pub fn new(store: Arc<dyn Store>) -> (AuditSink, impl std::future::Future<Output = ()>) {
+    pub fn new(
+        store: Arc<dyn Store>,
+        refusals: Option<RefusalAlert>,
+    ) -> (AuditSink, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (AuditSink { tx }, writer(store, rx))
+        (AuditSink { tx }, writer(store, rx, refusals))
     }
 
     pub fn send(&self, event: AuditEvent) {
@@ -137,7 +140,50 @@ fn statement_event(
     }
 }
 
-async fn writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Msg>) {
+/// `threshold` refused statements by one user within `window` raise one
+/// `alert.refusals`. Counted in the store, after the refusals are written:
+/// replicas sharing a store count together.
+#[derive(Clone, Copy)]
+pub struct RefusalAlert {
+    pub threshold: i64,
+    pub window: chrono::Duration,
+}
+
+/// After a batch with refusals: one count in the store per user refused.
+async fn alert_refusals(store: &dyn Store, rule: RefusalAlert, batch: &[AuditEvent]) {
+    let mut last: std::collections::BTreeMap<&str, &AuditEvent> = Default::default();
+    for e in batch.iter().filter(|e| e.kind == "statement.refused") {
+        last.insert(&e.actor, e);
+    }
+    for (user, e) in last {
+        let alert = AuditEvent::new(
+            e.at,
+            "alert.refusals",
+            user,
+            format!("user:{user}"),
+            json!({"refused": rule.threshold, "within_secs": rule.window.num_seconds(),
+                   "database": e.detail["database"], "session": e.detail["session"]}),
+        )
+        .alert();
+        if let Err(err) = store
+            .alert_when(
+                alert,
+                "statement.refused",
+                e.at - rule.window,
+                rule.threshold,
+            )
+            .await
+        {
+            tracing::warn!(error = %err, %user, "cannot count refusals for an alert");
+        }
+    }
+}
+
+async fn writer(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    refusals: Option<RefusalAlert>,
+) {
     let mut msgs = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut msgs, BATCH).await > 0 {
         let mut flushes = Vec::new();
@@ -174,6 +220,9 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Msg>) {
         }
         for (_, ack) in waiting {
             let _ = ack.send(true);
+        }
+        if let Some(rule) = refusals {
+            alert_refusals(&*store, rule, &batch).await;
         }
         for f in flushes {
             let _ = f.send(());

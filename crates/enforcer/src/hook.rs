@@ -268,20 +268,6 @@ impl HookState {
         let now = self.clock.now();
         self.audit
             .refused(now, &record, &error.message, alert, redact);
-        if self.alerts.refused(&s.user, now) {
-            let window = self.config.gateway.refusal_alert_window.as_secs();
-            self.audit.send(
-                AuditEvent::new(
-                    now,
-                    "alert.refusals",
-                    &s.user,
-                    format!("user:{}", s.user),
-                    json!({"refused": self.config.gateway.refusal_alert, "within_secs": window,
-                           "database": s.database, "session": s.id}),
-                )
-                .alert(),
-            );
-        }
         error
     }
 

@@ -43,7 +43,13 @@ impl Runtime {
             Some(path) => Some(store::checkpoint::load_key(path)?),
             None => None,
         };
-        let (audit, writer) = AuditSink::new(store.clone());
+        let g = &config.gateway;
+        let refusals = (g.refusal_alert > 0).then(|| crate::audit::RefusalAlert {
+            threshold: g.refusal_alert as i64,
+            window: chrono::Duration::from_std(g.refusal_alert_window)
+                .unwrap_or(chrono::Duration::minutes(1)),
+        });
+        let (audit, writer) = AuditSink::new(store.clone(), refusals);
         let audit_writer = tokio::spawn(writer);
         let checkpointer = key.map(|key| crate::checkpoints::Checkpointer {
             key,

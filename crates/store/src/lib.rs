@@ -170,6 +170,18 @@ pub trait Store: Send + Sync {
     /// A named, durable position (e.g. how far a webhook has delivered); 0 if unset.
     async fn cursor(&self, name: &str) -> Result<i64, StoreError>;
     async fn set_cursor(&self, name: &str, value: i64) -> Result<(), StoreError>;
+    /// Appends `alert` when at least `threshold` events of kind `counted` by
+    /// the alert's actor were recorded at or after `since`, counting only
+    /// those after the actor's last event of the alert's kind. One
+    /// transaction under the writers' lock, so replicas sharing the store
+    /// count together and raise one alert per window. True if appended.
+    async fn alert_when(
+        &self,
+        alert: AuditEvent,
+        counted: &str,
+        since: Time,
+        threshold: i64,
+    ) -> Result<bool, StoreError>;
     /// The login-role password epoch (0 before the first rotation).
     async fn credentials(&self) -> Result<Epoch, StoreError>;
     /// Moves to the next epoch, appending `event` (with the new number), and
@@ -232,6 +244,7 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, kind, seq);
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY,
     username TEXT NOT NULL,

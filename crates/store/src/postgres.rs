@@ -108,6 +108,10 @@ impl PgStore {
     }
 }
 
+/// How many `$1` events by `$2` since `$3`, after `$2`'s last `$4`.
+const ALERT_COUNT: &str = "SELECT count(*) FROM audit WHERE kind = $1 AND actor = $2 AND at >= $3 \
+     AND seq > COALESCE((SELECT max(seq) FROM audit WHERE kind = $4 AND actor = $2), 0)";
+
 /// Tells the other replicas, at commit, that requests, grants or credentials changed.
 async fn announce(tx: &Transaction<'_>, what: &str) -> Result<(), StoreError> {
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &what])
@@ -464,6 +468,35 @@ impl Store for PgStore {
             .query("SELECT seq, at, kind, severity, actor, subject, detail, prev_hash, hash FROM audit ORDER BY seq", &[])
             .await?;
         rows.iter().map(to_record).collect()
+    }
+
+    async fn alert_when(
+        &self,
+        alert: AuditEvent,
+        counted: &str,
+        since: Time,
+        threshold: i64,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = write_tx(&mut client).await?;
+        let n: i64 = tx
+            .query_one(
+                ALERT_COUNT,
+                &[
+                    &counted,
+                    &alert.actor,
+                    &audit::time_text(&since),
+                    &alert.kind,
+                ],
+            )
+            .await?
+            .get(0);
+        if n < threshold {
+            return Ok(false);
+        }
+        append(&tx, vec![alert]).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn credentials(&self) -> Result<crate::Epoch, StoreError> {

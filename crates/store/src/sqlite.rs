@@ -412,6 +412,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn alert_when(
+        &self,
+        alert: AuditEvent,
+        counted: &str,
+        since: Time,
+        threshold: i64,
+    ) -> Result<bool, StoreError> {
+        let counted = counted.to_string();
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let n: i64 = tx.query_row(
+                "SELECT count(*) FROM audit WHERE kind = ?1 AND actor = ?2 AND at >= ?3 \
+                 AND seq > COALESCE((SELECT max(seq) FROM audit WHERE kind = ?4 AND actor = ?2), 0)",
+                params![counted, alert.actor, audit::time_text(&since), alert.kind],
+                |r| r.get(0),
+            )?;
+            if n < threshold {
+                return Ok(false);
+            }
+            append(&tx, vec![alert])?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn credentials(&self) -> Result<crate::Epoch, StoreError> {
         self.run(move |conn| {
             let get = |name: &str| -> Result<Option<i64>, StoreError> {

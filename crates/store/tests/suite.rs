@@ -645,3 +645,73 @@ async fn replicas_take_indexes_one_leads_and_hear_changes() {
         .expect("a committed change reaches the other replica through NOTIFY")
         .unwrap();
 }
+
+both!(refusal_alerts_are_counted_in_the_store_once_per_window);
+async fn refusal_alerts_are_counted_in_the_store_once_per_window(kind: &str) {
+    let (s, _b) = open(kind).await;
+    let t0 = chrono::Utc::now();
+    let refused = |user: &str, secs: i64| {
+        AuditEvent::new(
+            t0 + chrono::Duration::seconds(secs),
+            "statement.refused",
+            user,
+            "session:1".into(),
+            serde_json::json!({}),
+        )
+    };
+    let alert = |user: &str, secs: i64| {
+        AuditEvent::new(
+            t0 + chrono::Duration::seconds(secs),
+            "alert.refusals",
+            user,
+            format!("user:{user}"),
+            serde_json::json!({}),
+        )
+        .alert()
+    };
+    let window = chrono::Duration::seconds(60);
+    // Two refusals (as if on two replicas), then a third: one alert.
+    s.append_audit(vec![
+        refused("alice", 0),
+        refused("bob", 1),
+        refused("alice", 2),
+    ])
+    .await
+    .unwrap();
+    let at = |secs: i64| t0 + chrono::Duration::seconds(secs) - window;
+    assert!(!s
+        .alert_when(alert("alice", 2), "statement.refused", at(2), 3)
+        .await
+        .unwrap());
+    s.append_audit(vec![refused("alice", 3)]).await.unwrap();
+    assert!(s
+        .alert_when(alert("alice", 3), "statement.refused", at(3), 3)
+        .await
+        .unwrap());
+    // Counting starts over after the alert.
+    s.append_audit(vec![refused("alice", 4)]).await.unwrap();
+    assert!(!s
+        .alert_when(alert("alice", 4), "statement.refused", at(4), 3)
+        .await
+        .unwrap());
+    assert!(!s
+        .alert_when(alert("bob", 4), "statement.refused", at(4), 3)
+        .await
+        .unwrap());
+    // Old refusals fall out of the window.
+    s.append_audit(vec![refused("bob", 100), refused("bob", 101)])
+        .await
+        .unwrap();
+    assert!(!s
+        .alert_when(alert("bob", 101), "statement.refused", at(101), 3)
+        .await
+        .unwrap());
+    let alerts = s
+        .audit_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.kind == "alert.refusals")
+        .count();
+    assert_eq!(alerts, 1);
+}

@@ -89,6 +89,18 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.set_cursor(name, value).await
     }
+    async fn alert_when(
+        &self,
+        alert: AuditEvent,
+        counted: &str,
+        since: Time,
+        threshold: i64,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner
+            .alert_when(alert, counted, since, threshold)
+            .await
+    }
     async fn credentials(&self) -> Result<store::Epoch, StoreError> {
         self.check()?;
         self.inner.credentials().await
