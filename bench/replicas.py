@@ -6,7 +6,7 @@ replica B's API, and the time from sending the approval to the UPDATE's return i
 recorded; then alice gives the grant up. Run once with B != A
 (across replicas) and once with B == A (one process), in the same run.
 
-    python3 bench/replicas.py PORT_A API_A API_B ROUNDS
+    python3 bench/replicas.py PORT0 API0 PORT1 API1 ROUNDS
 """
 
 import json
@@ -40,6 +40,9 @@ def rounds(port_a, api_a, api_b, n):
     conn = psycopg.connect(
         host="127.0.0.1", port=port_a, user="postgres", password="benchpw",
         dbname="bench", autocommit=True,
+        # Never a named prepared statement: a Bind of one prepared under an
+        # earlier grant is PostgreSQL's to refuse, and is not held.
+        prepare_threshold=None,
     )
     conn.execute("SET jitgate.reason = 'bench'")
     out = []
@@ -77,11 +80,22 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def enforcer(api):
+    with urllib.request.urlopen(f"http://127.0.0.1:{api}/healthz", timeout=5) as r:
+        return json.loads(r.read())["enforcer"]
+
+
 if __name__ == "__main__":
-    port_a, api_a, api_b, n = (int(x) for x in sys.argv[1:5])
-    for label, b in (("same replica", api_a), ("other replica", api_b)):
-        ms = rounds(port_a, api_a, b, n)
+    port0, api0, port1, api1, n = (int(x) for x in sys.argv[1:6])
+    cases = (
+        ("the same replica", port0, api0, api0),
+        ("another replica", port0, api0, api1),
+        ("another replica", port1, api1, api0),
+    )
+    for where, port_a, api_a, api_b in cases:
+        role = "the enforcer" if enforcer(api_a) else "not the enforcer"
+        ms = rounds(port_a, api_a, api_b, n)
         print(
-            f"| approval on {label} -> statement on replica A | {n} | "
+            f"| approved on {where}; statement on a replica that is {role} | {n} | "
             f"{pct(ms, 50):.1f} | {pct(ms, 99):.1f} | {max(ms):.1f} |"
         )

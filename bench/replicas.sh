@@ -28,6 +28,7 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "${KEEP_LOGS:-}" ] && cp "$work"/r*.log "$KEEP_LOGS"/ 2>/dev/null
   as_pg "$PGBIN/pg_ctl" -D "$work/data" stop -m immediate >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -97,7 +98,7 @@ actions = ["write"]
 objects = ["public.*"]
 role = "bench_write"
 J
-  JITGATE_LOG=warn setsid "$JITGATE" serve --config "$work/r$i.toml" 2>"$work/r$i.log" &
+  JITGATE_LOG=${JITGATE_LOG:-warn} setsid "$JITGATE" serve --config "$work/r$i.toml" 2>"$work/r$i.log" &
   pids+=($!)
   wait_port "$port"; wait_port "$api"
 done
@@ -143,4 +144,4 @@ d=$(echo "${tps[direct]}" | median); o=$(echo "${tps[one-replica]}" | median); h
 printf '\n| pgbench -S -M simple -c %s -j 2, %ss x %s rounds | direct | one replica | HAProxy + 2 replicas | (HAProxy + 2) / one |\n|---|---|---|---|---|\n' "$CLIENTS" "$SECS" "$ROUNDS"
 printf '| tps | %s | %s | %s | %.2f |\n' "$d" "$o" "$h" "$(echo "$h/$o" | bc -l)"
 printf '\n| approval -> held statement runs (ms) | rounds | p50 | p99 | max |\n|---|---|---|---|---|\n'
-python3 bench/replicas.py "${ports[0]}" "${apis[0]}" "${apis[1]}" "$APPROVALS"
+python3 bench/replicas.py "${ports[0]}" "${apis[0]}" "${ports[1]}" "${apis[1]}" "$APPROVALS"

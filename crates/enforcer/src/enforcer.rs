@@ -255,6 +255,12 @@ impl Enforcer {
         }
         if added {
             self.grants().publish(self.applied.values().cloned());
+            if self.cluster.is_leader() && self.cluster.index() != 0 {
+                // The other replicas publish it once they see the membership.
+                if let Err(e) = self.hook.store.announce("granted").await {
+                    tracing::warn!(error = %e, "cannot tell the other replicas of a GRANT");
+                }
+            }
         } else {
             // Held statements re-read their request (it may have been denied).
             self.grants().touch();

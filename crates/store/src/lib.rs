@@ -182,6 +182,12 @@ pub trait Store: Send + Sync {
         since: Time,
         threshold: i64,
     ) -> Result<bool, StoreError>;
+    /// Wakes the other replicas (`NOTIFY`; nothing to do for one process):
+    /// the enforcer says a GRANT is in the database, which they wait for
+    /// before publishing the grant.
+    async fn announce(&self, _what: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// The login-role password epoch (0 before the first rotation).
     async fn credentials(&self) -> Result<Epoch, StoreError>;
     /// Moves to the next epoch, appending `event` (with the new number), and

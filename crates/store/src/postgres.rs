@@ -499,6 +499,14 @@ impl Store for PgStore {
         Ok(true)
     }
 
+    async fn announce(&self, what: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &what])
+            .await?;
+        Ok(())
+    }
+
     async fn credentials(&self) -> Result<crate::Epoch, StoreError> {
         let client = self.client().await?;
         let rows = client

@@ -401,10 +401,10 @@ impl Relay<'_> {
         mid_message: bool,
     ) -> Result<std::io::Result<usize>, Ending> {
         if !mid_message {
-            return tokio::select! {
-                r = client.read_buf(buf) => Ok(r),
-                _ = self.drain_point(p) => Err(Ending::Shutdown),
-            };
+            p.between_messages.store(true, Relaxed);
+            let r = client.read_buf(buf).await;
+            p.between_messages.store(false, Relaxed);
+            return Ok(r);
         }
         tokio::time::timeout(self.limits.message_timeout, client.read_buf(buf))
             .await

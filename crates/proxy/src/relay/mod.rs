@@ -109,6 +109,9 @@ struct Progress {
     /// A statement that may change how the server lexes later ones is
     /// answered at this ReadyForQuery (see `Session::mark_lexing_change`).
     lexing_until: AtomicU64,
+    /// The client → server side waits for the client's next message with
+    /// nothing of a message read: a point where the session may end (drain).
+    between_messages: AtomicBool,
 }
 
 struct Refusal {
@@ -154,6 +157,7 @@ impl Relay<'_> {
             },
             r = self.backend(sr, cw, io, &progress) => r,
             _ = stop.cancelled() => Ending::Shutdown,
+            _ = self.drain_point(&progress) => Ending::Shutdown,
             _ = self.session.killed().cancelled() => Ending::Terminated(
                 self.session.ending_error().unwrap_or_else(|| {
                     ErrorFields::fatal("57P01", "terminating connection: ended by jitgate")
@@ -173,14 +177,18 @@ impl Relay<'_> {
 
     /// Completes once the gateway drains and the session is between
     /// transactions: every sync point answered, the last ReadyForQuery idle,
-    /// nothing running or held. Only awaited while the client is between
-    /// messages, so no statement is cut off: the next one goes to a replica
-    /// that is not stopping.
+    /// nothing running or held, and the client → server side waiting for a
+    /// new message with nothing of one read. So no statement is cut off: the
+    /// next one goes to a replica that is not stopping. (Awaited once per
+    /// session, beside the two directions: the statement path pays one
+    /// atomic store per read.)
     async fn drain_point(&self, p: &Progress) {
         self.draining.cancelled().await;
         loop {
-            let settled = p.sync_points_sent.load(Relaxed) == p.ready_seen.load(Relaxed)
+            let settled = p.between_messages.load(Relaxed)
+                && p.sync_points_sent.load(Relaxed) == p.ready_seen.load(Relaxed)
                 && p.last_status.load(Relaxed) == b'I'
+                && !p.held.load(Relaxed)
                 && !self.session.is_busy();
             if settled {
                 return;
