@@ -154,6 +154,30 @@ fn gateway_settings_are_checked() {
 }
 
 #[test]
+fn a_shared_state_store_needs_a_cluster_secret() {
+    // (No test here sets JITGATE_CLUSTER_SECRET, which would stand in for the file.)
+    let (field, line, msg) = invalid("[gateway]\nstate = \"postgres://j@127.0.0.1/state\"\n");
+    assert_eq!((field.as_str(), line), ("gateway.state", Some(2)));
+    assert!(msg.contains("cluster_secret_file"), "{msg}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    let text = format!(
+        "[gateway]\nstate = \"postgres://j@127.0.0.1/state\"\ncluster_secret_file = {:?}\n",
+        file.display().to_string()
+    );
+    let cfg = Config::from_toml(&text).unwrap();
+    std::fs::write(&file, "short\n").unwrap();
+    let e = cfg.cluster_secret().unwrap_err().to_string();
+    assert!(e.contains("at least 16"), "{e}");
+    std::fs::write(&file, "  0123456789abcdef0123\n").unwrap();
+    assert_eq!(
+        cfg.cluster_secret().unwrap().as_deref(),
+        Some(&b"0123456789abcdef0123"[..])
+    );
+}
+
+#[test]
 fn syntax_and_type_errors_carry_the_line() {
     for text in [
         "[gateway]\nlisten = \n",

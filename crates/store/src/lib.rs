@@ -46,8 +46,24 @@ impl From<rusqlite::Error> for StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        StoreError::Backend(described(&e))
     }
+}
+
+/// An error and its causes, as one line: `tokio_postgres` and `deadpool`
+/// print only their own layer ("db error"), the reason is in the sources.
+pub(crate) fn described(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 impl From<serde_json::Error> for StoreError {

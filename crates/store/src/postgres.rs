@@ -19,7 +19,7 @@ use crate::{
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use policy::{Grant, Request, Time};
 use std::time::Duration;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, GenericClient, Transaction};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 const WRITE_LOCK: i64 = 0x6a69_7467_6174; // "jitgat"
@@ -101,10 +101,12 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Backend(format!("no connection to the state store: {e}")))
+        self.pool.get().await.map_err(|e| {
+            StoreError::Backend(format!(
+                "no connection to the state store: {}",
+                crate::described(&e)
+            ))
+        })
     }
 }
 
@@ -112,9 +114,10 @@ impl PgStore {
 const ALERT_COUNT: &str = "SELECT count(*) FROM audit WHERE kind = $1 AND actor = $2 AND at >= $3 \
      AND seq > COALESCE((SELECT max(seq) FROM audit WHERE kind = $4 AND actor = $2), 0)";
 
-/// Tells the other replicas, at commit, that requests, grants or credentials changed.
-async fn announce(tx: &Transaction<'_>, what: &str) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &what])
+/// Tells the other replicas that requests, grants or credentials changed (in
+/// a transaction: at its commit).
+async fn announce(db: &impl GenericClient, what: &str) -> Result<(), StoreError> {
+    db.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &what])
         .await?;
     Ok(())
 }
@@ -500,11 +503,7 @@ impl Store for PgStore {
     }
 
     async fn announce(&self, what: &str) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &what])
-            .await?;
-        Ok(())
+        announce(&**self.client().await?, what).await
     }
 
     async fn credentials(&self) -> Result<crate::Epoch, StoreError> {
