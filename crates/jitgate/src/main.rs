@@ -10,6 +10,7 @@
 //! Exit codes: 0 ok, 1 refused or failed, 2 usage or configuration error.
 #![forbid(unsafe_code)]
 
+mod adopt;
 mod client;
 mod commands;
 mod demo;
@@ -60,6 +61,43 @@ enum Command {
     RotateCredentials {
         #[arg(long, short, env = "JITGATE_CONFIG")]
         config: PathBuf,
+    },
+    /// Adopt an existing PostgreSQL: read its roles and privileges, write a
+    /// starter configuration (--out) and the adoption plan beside it
+    /// (<out>.plan.json), print the plan; run it with --apply (one
+    /// transaction). --undo --plan F restores the catalog.
+    Init {
+        /// A superuser (or a role that may read the catalog and grant roles).
+        #[arg(long, env = "JITGATE_ADMIN_URL", hide_env_values = true)]
+        admin_url: String,
+        /// Databases to read (default: the admin URL's).
+        #[arg(long = "db")]
+        databases: Vec<String>,
+        #[arg(long, default_value = "jitgate.toml")]
+        out: PathBuf,
+        /// Replace --out and its plan if they exist.
+        #[arg(long)]
+        force: bool,
+        /// Run the plan (one transaction) after writing it.
+        #[arg(long)]
+        apply: bool,
+        /// Undo an applied plan (--plan): restore the memberships, drop the
+        /// admin role it created and the gateway's login roles.
+        #[arg(long, requires = "plan", conflicts_with_all = ["apply", "force", "databases"])]
+        undo: bool,
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// The gateway's admin role (created by the plan if missing).
+        #[arg(long, default_value = "jitgate_admin")]
+        admin_role: String,
+        #[arg(long, default_value = "jit_")]
+        login_role_prefix: String,
+        /// A login role that is a person even if it owns objects.
+        #[arg(long = "human")]
+        humans: Vec<String>,
+        /// A login role that is an application's account: left alone.
+        #[arg(long = "service")]
+        services: Vec<String>,
     },
     /// Start a throwaway PostgreSQL with sample data and the gateway in front of it.
     Demo {
@@ -223,6 +261,35 @@ fn main() -> ExitCode {
             Ok(cfg) => run(async move { commands::rotate_credentials(&cfg).await }),
             Err(code) => code,
         },
+        Command::Init {
+            admin_url,
+            databases,
+            out,
+            force,
+            apply,
+            undo,
+            plan,
+            admin_role,
+            login_role_prefix,
+            humans,
+            services,
+        } => {
+            if undo {
+                let plan = plan.expect("clap requires --plan with --undo");
+                return run(async move { adopt::undo(&admin_url, &plan).await });
+            }
+            run(adopt::init(adopt::InitArgs {
+                admin_url,
+                databases,
+                out,
+                force,
+                apply,
+                admin_role,
+                login_role_prefix,
+                humans,
+                services,
+            }))
+        }
         Command::Demo { listen, api_listen } => {
             init_logging(LogFormat::Plain);
             run(demo::run(listen, api_listen))
@@ -329,6 +396,7 @@ async fn client_command(
             command: AuditCommand::Keygen { .. },
         }
         | Command::Demo { .. }
+        | Command::Init { .. }
         | Command::Policy { .. }
         | Command::Explain { .. }
         | Command::Scan { .. }

@@ -1,0 +1,305 @@
+//! `jitgate init`: adopt an existing PostgreSQL. Reads the cluster
+//! (`catalog`), derives a starter configuration (`starter`) and the SQL that
+//! makes it true (`plan`), writes both, prints the plan, and runs it only
+//! with `--apply`. `jitgate init --undo` restores the catalog from the plan.
+
+pub mod catalog;
+pub mod plan;
+pub mod starter;
+
+use anyhow::{bail, Context};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tokio_postgres::{Client, Config, NoTls};
+
+pub struct InitArgs {
+    pub admin_url: String,
+    pub databases: Vec<String>,
+    pub out: PathBuf,
+    pub force: bool,
+    pub apply: bool,
+    pub admin_role: String,
+    pub login_role_prefix: String,
+    pub humans: Vec<String>,
+    pub services: Vec<String>,
+}
+
+async fn connect(config: &Config) -> anyhow::Result<Client> {
+    let (client, conn) = config.connect(NoTls).await.with_context(|| {
+        format!(
+            "connecting to database {:?} as {:?}",
+            config.get_dbname().unwrap_or_default(),
+            config.get_user().unwrap_or_default()
+        )
+    })?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+fn parse_url(url: &str) -> anyhow::Result<Config> {
+    url.parse::<Config>()
+        .with_context(|| format!("--admin-url {url:?} is not a PostgreSQL connection URL"))
+}
+
+fn random_password() -> String {
+    rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn plan_path(out: &Path) -> PathBuf {
+    let mut p = out.as_os_str().to_owned();
+    p.push(".plan.json");
+    PathBuf::from(p)
+}
+
+/// Writes `text` readable by its owner only (it holds a password).
+fn write_private(path: &Path, text: &str, force: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(0o600);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut f = options.open(path).with_context(|| {
+        format!(
+            "writing {} (it exists? pass --force to replace it)",
+            path.display()
+        )
+    })?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+pub async fn init(args: InitArgs) -> anyhow::Result<()> {
+    let base = parse_url(&args.admin_url)?;
+    let main_db = base
+        .get_dbname()
+        .map(String::from)
+        .or_else(|| base.get_user().map(String::from))
+        .unwrap_or_else(|| "postgres".into());
+    let databases = if args.databases.is_empty() {
+        vec![main_db]
+    } else {
+        args.databases.clone()
+    };
+    let client = connect(&base).await?;
+    let mut catalog = catalog::read_cluster(&client).await?;
+    for db in &databases {
+        let mut c = base.clone();
+        c.dbname(db);
+        let db_client = connect(&c).await?;
+        catalog
+            .databases
+            .push(catalog::read_database(&db_client, db).await?);
+    }
+
+    let admin_password = random_password();
+    let (host, port) = tcp_target(&base);
+    let (admin_role, pw) = (args.admin_role.clone(), admin_password.clone());
+    let options = starter::Options {
+        admin_role: args.admin_role.clone(),
+        login_role_prefix: args.login_role_prefix.clone(),
+        humans: args.humans.clone(),
+        services: args.services.clone(),
+        admin_url: Box::new(move |db| format!("postgres://{admin_role}:{pw}@{host}:{port}/{db}")),
+        source: format!(
+            "{}@{}:{} (databases {})",
+            base.get_user().unwrap_or_default(),
+            tcp_target(&base).0,
+            tcp_target(&base).1,
+            databases.join(", ")
+        ),
+    };
+    let derived = starter::derive(&catalog, &options);
+    // Generated passwords, as verifiers for the file and in clear for the person.
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    let mut verifiers: BTreeMap<String, String> = BTreeMap::new();
+    let mut names: Vec<String> = derived
+        .people
+        .iter()
+        .filter(|p| p.verifier.is_none())
+        .map(|p| p.name.clone())
+        .collect();
+    if derived.local_approver {
+        names.push(starter::LOCAL_APPROVER.to_string());
+    }
+    for n in names {
+        let pw = random_password();
+        verifiers.insert(
+            n.clone(),
+            postgres_protocol::password::scram_sha_256(pw.as_bytes()),
+        );
+        shown.insert(n, pw);
+    }
+    let text = starter::render(&derived, &catalog, &options, &verifiers);
+    // Never write what jitgate would not load.
+    config::Config::from_toml(&text)
+        .map_err(|e| anyhow::anyhow!("the starter configuration does not load (a bug): {e}"))?;
+    let admin_verifier = postgres_protocol::password::scram_sha_256(admin_password.as_bytes());
+    let plan = plan::make(
+        &catalog,
+        &derived,
+        &args.admin_role,
+        &admin_verifier,
+        &args.login_role_prefix,
+    );
+    write_private(&args.out, &text, args.force)?;
+    let plan_file = plan_path(&args.out);
+    write_private(
+        &plan_file,
+        &serde_json::to_string_pretty(&plan)?,
+        args.force,
+    )?;
+
+    println!(
+        "Read {} roles and {} memberships; in {}: {} people, {} managed roles, {} rules.",
+        catalog.roles.len(),
+        catalog.memberships.len(),
+        databases.join(", "),
+        derived.people.len(),
+        derived.managed.len(),
+        derived.rules.len()
+    );
+    if !catalog.verifiers_readable {
+        println!(
+            "pg_authid is not readable by {}: people get new passwords (below).",
+            catalog.current_user
+        );
+    }
+    println!(
+        "Wrote {} (the configuration) and {} (the plan).",
+        args.out.display(),
+        plan_file.display()
+    );
+    if !shown.is_empty() {
+        println!("\nNew gateway passwords, shown once (the file holds only their verifiers):");
+        for (n, pw) in &shown {
+            println!("  {n}: {pw}");
+        }
+    }
+    println!(
+        "\nThe adoption plan{}:",
+        if args.apply {
+            ""
+        } else {
+            " (run it with --apply, in one transaction)"
+        }
+    );
+    for s in &plan.apply {
+        println!("  {s};");
+    }
+    if args.apply {
+        let mut client = client;
+        let tx = client.transaction().await?;
+        for s in &plan.apply {
+            tx.batch_execute(s)
+                .await
+                .with_context(|| format!("applying the plan: {s}"))?;
+        }
+        tx.commit().await.context("committing the plan")?;
+        println!(
+            "\nApplied ({} statements, one transaction). Undo: jitgate init --undo --admin-url URL --plan {}",
+            plan.apply.len(),
+            plan_file.display()
+        );
+    }
+    println!(
+        "\nNext: jitgate policy check --live --config {0}; then jitgate serve --config {0}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Host and port for the generated `admin_url` (the gateway needs TCP).
+fn tcp_target(c: &Config) -> (String, u16) {
+    let host = c
+        .get_hosts()
+        .iter()
+        .find_map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })
+        .unwrap_or_else(|| "127.0.0.1".into());
+    (host, c.get_ports().first().copied().unwrap_or(5432))
+}
+
+pub async fn undo(admin_url: &str, plan_file: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(plan_file)
+        .with_context(|| format!("reading the plan {}", plan_file.display()))?;
+    let plan: plan::Plan = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a plan written by jitgate init",
+            plan_file.display()
+        )
+    })?;
+    if plan.version != 1 {
+        bail!(
+            "plan version {} is not one this jitgate reads",
+            plan.version
+        );
+    }
+    let base = parse_url(admin_url)?;
+    let mut client = connect(&base).await?;
+    // Login roles the gateway made since: dropped with what they hold.
+    let now: Vec<String> = client
+        .query("SELECT rolname::text FROM pg_roles", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let made: Vec<String> = now
+        .into_iter()
+        .filter(|r| r.starts_with(&plan.login_role_prefix) && !plan.roles_before.contains(r))
+        .collect();
+    let mut owners: Vec<String> = made.clone();
+    if plan.admin_created {
+        owners.push(plan.admin_role.clone());
+    }
+    let owners_sql: Vec<String> = owners
+        .iter()
+        .map(|r| postgres_protocol::escape::escape_identifier(r))
+        .collect();
+    if !owners.is_empty() {
+        for db in &plan.databases {
+            let mut c = base.clone();
+            c.dbname(db);
+            connect(&c)
+                .await?
+                .batch_execute(&format!("DROP OWNED BY {}", owners_sql.join(", ")))
+                .await
+                .with_context(|| format!("DROP OWNED in {db}"))?;
+        }
+    }
+    let tx = client.transaction().await?;
+    for r in &made {
+        tx.batch_execute(&format!(
+            "DROP ROLE {}",
+            postgres_protocol::escape::escape_identifier(r)
+        ))
+        .await
+        .with_context(|| format!("dropping the gateway's login role {r}"))?;
+    }
+    for s in &plan.undo {
+        tx.batch_execute(s)
+            .await
+            .with_context(|| format!("undoing the plan: {s}"))?;
+    }
+    tx.commit().await?;
+    println!(
+        "Undone: {} statements; {} login roles of the gateway dropped{}.",
+        plan.undo.len(),
+        made.len(),
+        if made.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", made.join(", "))
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! `jitgate init` against databases it did not make: a hand-made cluster with
+//! the tricky cases (role chains, ADMIN options, a powerful predefined role,
+//! default privileges, a PUBLIC grant, a service account owning the schema),
+//! and the schema and roles Tryton's own migrations create (`trytond-admin
+//! --all`, as its own role). Each: the starter configuration loads and every
+//! rule is backed (`policy check --live`), `--apply` then `--undo` leaves the
+//! privilege catalogs exactly as they were, and after `--apply` a former
+//! keyholder's privileged statement is refused with a filed request and runs
+//! once approved. Each test owns its cluster: they compare cluster-wide
+//! catalogs.
+
+mod common;
+
+use common::*;
+use pgcluster::{Cluster, Options};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Everything init may touch, as sorted lines.
+const SNAPSHOT: &str = "
+SELECT string_agg(line, E'\\n' ORDER BY line) FROM (
+  SELECT 'role ' || rolname || ' ' || rolsuper || rolinherit || rolcreaterole || rolcreatedb
+         || rolcanlogin || rolreplication || rolbypassrls || ' ' || COALESCE(rolpassword, '-') AS line
+    FROM pg_authid
+  UNION ALL SELECT 'member ' || r.rolname || ' ' || m.rolname || ' ' || COALESCE(g.rolname, '?')
+         || ' ' || am.admin_option
+    FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid
+    JOIN pg_roles m ON m.oid = am.member LEFT JOIN pg_roles g ON g.oid = am.grantor
+  UNION ALL SELECT 'database ' || datname || ' ' || COALESCE(datacl::text, '-') FROM pg_database
+  UNION ALL SELECT 'schema ' || nspname || ' ' || nspowner::regrole || ' '
+         || COALESCE(nspacl::text, '-') FROM pg_namespace
+  UNION ALL SELECT 'relation ' || oid::regclass || ' ' || relowner::regrole || ' '
+         || COALESCE(relacl::text, '-') FROM pg_class WHERE relkind IN ('r','p','v','m','f','S')
+  UNION ALL SELECT 'function ' || oid::regprocedure || ' ' || COALESCE(proacl::text, '-') FROM pg_proc
+  UNION ALL SELECT 'default ' || defaclrole::regrole || ' ' || defaclnamespace || ' '
+         || defaclobjtype::text || ' ' || defaclacl::text FROM pg_default_acl
+) x";
+
+fn snapshot(c: &Cluster, db: &str) -> String {
+    c.psql(db, SNAPSHOT).unwrap()
+}
+
+fn jitgate(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("JITGATE_SERVER")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: Output) -> String {
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    text
+}
+
+/// Runs the starter configuration as a gateway on free ports.
+fn serve(config_text: &str, dir: &tempfile::TempDir) -> (Running, u16, u16) {
+    let (port, api_port) = (free_port(), free_port());
+    let text = config_text
+        .replace("127.0.0.1:6432", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{api_port}"))
+        .replace(
+            "sqlite://jitgate.db",
+            &format!("sqlite://{}", dir.path().join("state.db").display()),
+        );
+    let cfg = write(dir, "serve.toml", &text);
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("JITGATE_LOG", "warn")
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    wait_for_port(api_port);
+    (Running(child), port, api_port)
+}
+
+/// Direct psql as `user` (password `<user>-pw`), one statement.
+fn direct(c: &Cluster, db: &str, user: &str, sql: &str) -> Output {
+    Command::new("psql")
+        .args(["-X", "-At", "-c", sql])
+        .arg(format!(
+            "host=127.0.0.1 port={} dbname={db} user={user}",
+            c.port()
+        ))
+        .env("PGPASSWORD", format!("{user}-pw"))
+        .output()
+        .unwrap()
+}
+
+/// The whole adoption: init, review, apply, check, serve, request, approve, undo.
+struct Adoption<'a> {
+    c: &'a Cluster,
+    db: &'a str,
+    dir: tempfile::TempDir,
+    out: std::path::PathBuf,
+}
+
+impl<'a> Adoption<'a> {
+    fn new(c: &'a Cluster, db: &'a str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("jitgate.toml");
+        Adoption { c, db, dir, out }
+    }
+
+    fn init(&self, extra: &[&str]) -> (String, String) {
+        let url = self.c.url(self.db);
+        let mut args = vec!["init", "--admin-url", &url, "--out"];
+        let out = self.out.display().to_string();
+        args.push(&out);
+        args.extend_from_slice(extra);
+        let printed = ok(jitgate(&args));
+        (printed, std::fs::read_to_string(&self.out).unwrap())
+    }
+
+    fn plan(&self) -> String {
+        format!("{}.plan.json", self.out.display())
+    }
+
+    fn undo(&self) -> String {
+        let url = self.c.url(self.db);
+        ok(jitgate(&[
+            "init",
+            "--undo",
+            "--admin-url",
+            &url,
+            "--plan",
+            &self.plan(),
+        ]))
+    }
+
+    fn policy_check_live(&self) -> Output {
+        jitgate(&[
+            "policy",
+            "check",
+            "--live",
+            "--config",
+            &self.out.display().to_string(),
+        ])
+    }
+
+    /// `user`'s statement through the gateway is refused with a filed request
+    /// for `role`; `approver` approves it; the same statement then runs.
+    fn refused_then_approved(&self, text: &str, user: &str, approver: &str, sql: &str, role: &str) {
+        let (_gw, port, api_port) = serve(text, &self.dir);
+        let mut s = Psql::connect(port, user, &format!("{user}-pw"));
+        let o = s.run(sql);
+        assert!(
+            o.contains(&format!("needs role \"{role}\"")) && o.contains("request 1"),
+            "{o}"
+        );
+        let o = cli(api_port, &["approve", "1"], approver);
+        assert!(o.status.success(), "{}", out(&o));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let o = s.run(sql);
+            if !o.contains("ERROR") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still refused after approval: {o}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn a_hand_made_cluster_with_the_tricky_cases() {
+    let c = Cluster::start(Options::default()).unwrap();
+    c.psql("postgres", "CREATE DATABASE app").unwrap();
+    c.psql(
+        "app",
+        "CREATE ROLE app_read NOLOGIN; CREATE ROLE app_write NOLOGIN;
+         CREATE ROLE app_admin NOLOGIN; CREATE ROLE oncall NOLOGIN;
+         CREATE ROLE shop LOGIN PASSWORD 'shop-pw';
+         CREATE ROLE alice LOGIN PASSWORD 'alice-pw'; CREATE ROLE bob LOGIN PASSWORD 'bob-pw';
+         CREATE ROLE carol LOGIN PASSWORD 'carol-pw'; CREATE ROLE dave LOGIN PASSWORD 'dave-pw';
+         CREATE SCHEMA shop AUTHORIZATION shop;
+         SET ROLE shop;
+         CREATE TABLE shop.orders (id int PRIMARY KEY, total int);
+         CREATE TABLE shop.lines (order_id int, sku text);
+         CREATE TABLE shop.audit_trail (at timestamptz, what text);
+         CREATE TABLE shop.counters (n int);
+         INSERT INTO shop.orders SELECT i, i FROM generate_series(1, 10) i;
+         ALTER DEFAULT PRIVILEGES IN SCHEMA shop GRANT SELECT ON TABLES TO app_read;
+         GRANT USAGE ON SCHEMA shop TO app_read, app_write, app_admin;
+         GRANT SELECT ON ALL TABLES IN SCHEMA shop TO app_read;
+         GRANT INSERT, UPDATE, DELETE ON shop.orders, shop.lines TO app_write;
+         GRANT TRUNCATE ON shop.audit_trail TO app_admin;
+         GRANT CREATE ON SCHEMA shop TO app_admin;
+         GRANT UPDATE ON shop.counters TO PUBLIC;
+         RESET ROLE;
+         GRANT app_read TO app_write; GRANT app_write TO app_admin; GRANT app_admin TO oncall;
+         GRANT app_write TO alice WITH ADMIN OPTION;
+         GRANT app_read TO bob;
+         GRANT oncall TO carol;
+         GRANT pg_signal_backend TO dave; GRANT app_read TO dave;",
+    )
+    .unwrap();
+    let before = snapshot(&c, "app");
+    let a = Adoption::new(&c, "app");
+
+    let (printed, text) = a.init(&[]);
+    // Nothing changes without --apply.
+    assert_eq!(snapshot(&c, "app"), before);
+    assert!(
+        printed.contains(r#"REVOKE "app_write" FROM "alice""#),
+        "{printed}\n{text}"
+    );
+    let cfg = config::Config::from_toml(&text).unwrap();
+    let names = |v: Vec<&str>| v.join(" ");
+    assert_eq!(
+        names(cfg.users.iter().map(|u| u.name.as_str()).collect()),
+        "alice bob carol dave",
+        "{text}"
+    );
+    assert_eq!(
+        names(cfg.roles.iter().map(|r| r.name.as_str()).collect()),
+        "app_admin app_write oncall pg_signal_backend",
+        "{text}"
+    );
+    assert_eq!(cfg.databases[0].baseline_roles, ["app_read"], "{text}");
+    // People keep their passwords: the verifier is the one in pg_authid.
+    let alice = cfg.users.iter().find(|u| u.name == "alice").unwrap();
+    let stored = c
+        .psql(
+            "app",
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'alice'",
+        )
+        .unwrap();
+    assert_eq!(alice.password_scram.as_deref(), Some(stored.trim()));
+    // The narrowest role gets each object; PUBLIC's table is nobody's rule.
+    let rule = |role: &str, action: &str| {
+        cfg.rules
+            .iter()
+            .find(|r| r.role.as_deref() == Some(role) && r.actions == [action])
+            .map(|r| r.objects.join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        rule("app_write", "write"),
+        "shop.lines shop.orders",
+        "{text}"
+    );
+    assert_eq!(rule("app_admin", "write"), "shop.audit_trail", "{text}");
+    assert_eq!(rule("app_admin", "ddl"), "shop.*", "{text}");
+    assert!(!text.contains("objects = [\"shop.counters\"]"), "{text}");
+    assert!(text.contains("shop: service account"), "{text}");
+    // carol held app_admin through oncall: she may request app_write too.
+    let carol = cfg.users.iter().find(|u| u.name == "carol").unwrap();
+    assert!(
+        carol.groups.contains(&"app_write-requesters".to_string()),
+        "{text}"
+    );
+
+    // Apply: the admin role, and the standing memberships gone.
+    ok(jitgate(&[
+        "init",
+        "--admin-url",
+        &c.url("app"),
+        "--out",
+        &a.out.display().to_string(),
+        "--force",
+        "--apply",
+    ]));
+    let text = std::fs::read_to_string(&a.out).unwrap();
+    let o = direct(&c, "app", "alice", "DELETE FROM shop.orders WHERE id = 1");
+    assert!(out(&o).contains("permission denied"), "{}", out(&o));
+    let o = a.policy_check_live();
+    assert!(o.status.success(), "unbacked rules: {}", out(&o));
+
+    a.refused_then_approved(
+        &text,
+        "alice",
+        "bob",
+        "DELETE FROM shop.orders WHERE id = 2;",
+        "app_write",
+    );
+
+    // Undo restores the catalog exactly (the gateway's login roles gone too).
+    let printed = a.undo();
+    assert!(printed.contains("jit_alice"), "{printed}");
+    assert_eq!(snapshot(&c, "app"), before);
+}
