@@ -144,7 +144,7 @@ impl<'a> Adoption<'a> {
     /// for `role`; `approver` approves it; the same statement then runs.
     fn refused_then_approved(&self, text: &str, user: &str, approver: &str, sql: &str, role: &str) {
         let (_gw, port, api_port) = serve(text, &self.dir);
-        let mut s = Psql::connect(port, user, &format!("{user}-pw"));
+        let mut s = Psql::connect_db(port, self.db, user, &format!("{user}-pw"));
         let o = s.run(sql);
         assert!(
             o.contains(&format!("needs role \"{role}\"")) && o.contains("request 1"),
@@ -284,4 +284,87 @@ fn a_hand_made_cluster_with_the_tricky_cases() {
     let printed = a.undo();
     assert!(printed.contains("jit_alice"), "{printed}");
     assert_eq!(snapshot(&c, "app"), before);
+}
+
+#[test]
+fn tryton_made_by_its_own_migrations() {
+    let c = Cluster::start(Options::default()).unwrap();
+    c.psql("postgres", "CREATE ROLE tryton LOGIN PASSWORD 'tryton-pw'")
+        .unwrap();
+    c.psql("postgres", "CREATE DATABASE tryton OWNER tryton")
+        .unwrap();
+    // Tryton creates its schema and data itself, connected as its own role.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(
+        &dir,
+        "trytond.conf",
+        &format!(
+            "[database]\nuri = postgresql://tryton:tryton-pw@127.0.0.1:{}/\n",
+            c.port()
+        ),
+    );
+    let pass = write(&dir, "admin.pass", "tryton-admin-pw\n");
+    let o = Command::new("trytond-admin")
+        .arg("-c")
+        .arg(&conf)
+        .args(["-d", "tryton", "--all", "--email", "admin@example.com"])
+        .env("TRYTONPASSFILE", &pass)
+        .output()
+        .expect("trytond-admin (scripts/install-deps --tests installs tryton-server)");
+    assert!(o.status.success(), "{}", out(&o));
+    let tables = c
+        .psql(
+            "tryton",
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = 'tryton'",
+        )
+        .unwrap();
+    assert!(tables.trim().parse::<u32>().unwrap() > 50, "{tables}");
+    // People: ops holds the application's own role standing; ana reads.
+    c.psql(
+        "tryton",
+        "CREATE ROLE ops LOGIN PASSWORD 'ops-pw'; GRANT tryton TO ops;
+         CREATE ROLE reporting NOLOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO reporting;
+         CREATE ROLE ana LOGIN PASSWORD 'ana-pw'; GRANT reporting TO ana;",
+    )
+    .unwrap();
+    let before = snapshot(&c, "tryton");
+    let a = Adoption::new(&c, "tryton");
+    let (_, text) = a.init(&["--apply"]);
+    let cfg = config::Config::from_toml(&text).unwrap();
+    // The application's account is left alone as a user, but managed for ops.
+    assert!(text.contains("tryton: service account"), "{text}");
+    let users: Vec<&str> = cfg.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(users, ["ana", "ops"], "{text}");
+    let roles: Vec<&str> = cfg.roles.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(roles, ["tryton"], "{text}");
+    assert_eq!(cfg.databases[0].baseline_roles, ["reporting"], "{text}");
+    assert!(
+        cfg.rules
+            .iter()
+            .any(|r| r.actions == ["write"] && r.objects == ["public.*"]),
+        "{text}"
+    );
+    let o = a.policy_check_live();
+    assert!(o.status.success(), "unbacked rules: {}", out(&o));
+    // The application itself still works as before, directly.
+    let o = direct(
+        &c,
+        "tryton",
+        "tryton",
+        "UPDATE ir_configuration SET language = language",
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    // ops no longer writes standing; through the gateway, with approval.
+    let o = direct(&c, "tryton", "ops", "DELETE FROM ir_session WHERE id < 0");
+    assert!(out(&o).contains("permission denied"), "{}", out(&o));
+    a.refused_then_approved(
+        &text,
+        "ops",
+        "ana",
+        "DELETE FROM ir_session WHERE id < 0;",
+        "tryton",
+    );
+
+    a.undo();
+    assert_eq!(snapshot(&c, "tryton"), before);
 }

@@ -41,7 +41,8 @@ pub struct RoleInfo {
 /// What one role can do in one database beyond what PUBLIC can.
 #[derive(Debug, Clone, Default)]
 pub struct Abilities {
-    /// `schema.table` it may INSERT, UPDATE, DELETE or TRUNCATE.
+    /// `schema.name` it may INSERT, UPDATE, DELETE or TRUNCATE (for a
+    /// sequence: UPDATE, i.e. `nextval`/`setval`), as `policy check` judges it.
     pub write: BTreeSet<String>,
     /// Schemas it may CREATE in.
     pub create: BTreeSet<String>,
@@ -171,13 +172,12 @@ ORDER BY 1";
 /// Per role and user relation: write, read beyond PUBLIC, owner's rights.
 const TABLE_ABILITIES: &str = "
 WITH rel AS (
-  SELECT c.oid, n.nspname::text || '.' || c.relname::text AS name, c.relowner, c.relkind
+  SELECT c.oid, n.nspname::text || '.' || c.relname::text AS name, c.relowner
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
     AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%')
 SELECT r.rolname::text, rel.name,
-       rel.relkind IN ('r', 'p', 'f')
-         AND has_table_privilege(r.oid, rel.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+       has_table_privilege(r.oid, rel.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
          AND NOT has_table_privilege('public', rel.oid, 'INSERT, UPDATE, DELETE, TRUNCATE'),
        has_table_privilege(r.oid, rel.oid, 'SELECT')
          AND NOT has_table_privilege('public', rel.oid, 'SELECT'),

@@ -75,12 +75,16 @@ pub struct Psql {
 
 impl Psql {
     pub fn connect(port: u16, user: &str, password: &str) -> Psql {
+        Psql::connect_db(port, "app", user, password)
+    }
+
+    pub fn connect_db(port: u16, db: &str, user: &str, password: &str) -> Psql {
         use std::io::BufRead;
         let mut child = Command::new("sh")
             .args([
                 "-c",
                 &format!(
-                    "exec psql -X -v VERBOSITY=default 'host=127.0.0.1 port={port} dbname=app user={user}' 2>&1"
+                    "exec psql -X -v VERBOSITY=default 'host=127.0.0.1 port={port} dbname={db} user={user}' 2>&1"
                 ),
             ])
             .env("PGPASSWORD", password)
