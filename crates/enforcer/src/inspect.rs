@@ -3,6 +3,7 @@
 //! the planner's estimate for a statement awaiting approval.
 
 use config::Config;
+use policy::Grant;
 use serde_json::{json, Value};
 
 const SCAN: &str = "
@@ -35,10 +36,13 @@ async fn connect(cfg: &Config, db: &str) -> Result<tokio_postgres::Client, Strin
     Ok(client)
 }
 
-/// Every login on `db` with standing privileged access, with the reasons:
+/// Every login on `db` with privileged access, with the reasons:
 /// superuser, CREATEROLE, REPLICATION, BYPASSRLS, membership in a role the
-/// policy manages, write privileges on tables, CREATE on a schema.
-pub async fn scan(cfg: &Config, db: &str) -> Result<Vec<Value>, String> {
+/// policy manages, write privileges on tables, CREATE on a schema. A login
+/// role of the gateway's whose managed roles all come from `active` grants
+/// is listed as holding them just in time (`"standing": false`, with each
+/// grant and its end), not as a permanent keyholder.
+pub async fn scan(cfg: &Config, db: &str, active: &[Grant]) -> Result<Vec<Value>, String> {
     let managed: Vec<String> = cfg
         .roles
         .iter()
@@ -55,7 +59,21 @@ pub async fn scan(cfg: &Config, db: &str) -> Result<Vec<Value>, String> {
         let (name, sup, cr, repl, bypass): (String, bool, bool, bool, bool) =
             (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
         let managed: Vec<String> = r.get(5);
-        let (write, ddl): (bool, bool) = (r.get(6), r.get(7));
+        let (mut write, mut ddl): (bool, bool) = (r.get(6), r.get(7));
+        // Memberships an active grant of this database backs.
+        let user = name.strip_prefix(cfg.gateway.login_role_prefix.as_str());
+        let granted: Vec<&Grant> = active
+            .iter()
+            .filter(|g| Some(g.user.as_str()) == user && g.database == db)
+            .filter(|g| managed.contains(&g.role))
+            .collect();
+        let (through, managed): (Vec<String>, Vec<String>) = managed
+            .into_iter()
+            .partition(|m| granted.iter().any(|g| &g.role == m));
+        if !through.is_empty() && managed.is_empty() {
+            // What it can write or create comes with the grant.
+            (write, ddl) = (false, false);
+        }
         let mut why: Vec<String> = [
             (sup, "superuser"),
             (cr, "createrole"),
@@ -77,11 +95,25 @@ pub async fn scan(cfg: &Config, db: &str) -> Result<Vec<Value>, String> {
         if ddl {
             why.push("can create in a schema".into());
         }
+        let standing = !why.is_empty();
+        why.extend(granted.iter().map(|g| {
+            format!(
+                "holds {} through grant {} until {} (just in time, not standing)",
+                g.role,
+                g.id,
+                g.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+            )
+        }));
+        let grants: Vec<Value> = granted
+            .iter()
+            .map(|g| json!({"grant": g.id, "role": g.role, "until": g.expires_at}))
+            .collect();
         if !why.is_empty() {
             found.push(
                 json!({"login": name, "superuser": sup, "createrole": cr, "replication": repl,
                               "bypassrls": bypass, "managed_roles": managed, "can_write": write,
-                              "can_ddl": ddl, "why": why}),
+                              "can_ddl": ddl, "why": why, "standing": standing,
+                              "grants": grants}),
             );
         }
     }

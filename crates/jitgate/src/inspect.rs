@@ -80,33 +80,67 @@ pub fn explain(cfg: &Config, db: &str, sql: &str, as_json: bool) -> anyhow::Resu
 
 /// Lists every login with standing privileged access on database `db`.
 pub async fn scan(cfg: &Config, db: &str, as_json: bool) -> anyhow::Result<()> {
-    let found = enforcer::inspect::scan(cfg, db)
+    let active = active_grants(cfg).await;
+    let found = enforcer::inspect::scan(cfg, db, &active)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
+    let (standing, just_in_time): (Vec<&Value>, Vec<&Value>) =
+        found.iter().partition(|f| f["standing"] != false);
     if as_json {
         println!("{}", serde_json::to_string_pretty(&found)?);
-    } else if found.is_empty() {
+        return Ok(());
+    }
+    if standing.is_empty() {
         println!("no login on `{db}` holds standing privileged access");
     } else {
         println!(
             "{} logins on `{db}` hold standing privileged access:",
-            found.len()
+            standing.len()
         );
-        for f in &found {
-            let why: Vec<&str> = f["why"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
+    }
+    for (i, f) in standing.iter().chain(&just_in_time).enumerate() {
+        if i == standing.len() {
             println!(
-                "  {:<24} {}",
-                f["login"].as_str().unwrap_or("?"),
-                why.join(", ")
+                "{} logins on `{db}` hold privileged access only through active grants:",
+                just_in_time.len()
             );
         }
+        let why: Vec<&str> = f["why"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "  {:<24} {}",
+            f["login"].as_str().unwrap_or("?"),
+            why.join(", ")
+        );
     }
     Ok(())
+}
+
+/// The store's active grants, for telling grants from standing access; none
+/// (with a note) when the store cannot be read from here.
+async fn active_grants(cfg: &Config) -> Vec<policy::Grant> {
+    let filter = store::GrantFilter {
+        user: None,
+        active_only: true,
+    };
+    let read = async {
+        let s = store::open(&cfg.gateway.state).await?;
+        s.grants(&filter).await
+    };
+    match read.await {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!(
+                "note: the state store cannot be read ({e}): logins holding a role through \
+                 an active grant are listed as standing"
+            );
+            Vec::new()
+        }
+    }
 }
 
 /// `policy check --live`: each rule against its database's privileges.
@@ -155,7 +189,10 @@ pub async fn backing(cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// The web UI's window into the databases (scan, EXPLAIN previews).
-pub struct DbInspector(pub std::sync::Arc<Config>);
+pub struct DbInspector(
+    pub std::sync::Arc<Config>,
+    pub std::sync::Arc<dyn store::Store>,
+);
 
 #[async_trait::async_trait]
 impl api::inspect::Inspector for DbInspector {
@@ -172,7 +209,12 @@ impl api::inspect::Inspector for DbInspector {
     }
 
     async fn scan(&self, database: &str) -> Result<Vec<Value>, String> {
-        enforcer::inspect::scan(&self.0, database).await
+        let filter = store::GrantFilter {
+            user: None,
+            active_only: true,
+        };
+        let active = self.1.grants(&filter).await.map_err(|e| e.to_string())?;
+        enforcer::inspect::scan(&self.0, database, &active).await
     }
 
     async fn unbacked_rules(&self, database: &str) -> Result<Vec<Value>, String> {

@@ -498,9 +498,10 @@ pub(crate) async fn serve(
     )
     .await?;
     tracing::info!(listen = %runtime.gateway.local_addr(), api = %api_listener.local_addr()?, "jitgate serving");
-    let _ = state
-        .inspector
-        .set(Arc::new(inspect::DbInspector(config.clone())));
+    let _ = state.inspector.set(Arc::new(inspect::DbInspector(
+        config.clone(),
+        state.store.clone(),
+    )));
     let webhooks = api::webhooks::start(
         state.store.clone(),
         config.webhooks.clone(),

@@ -142,8 +142,16 @@ impl<'a> Adoption<'a> {
 
     /// `user`'s statement through the gateway is refused with a filed request
     /// for `role`; `approver` approves it; the same statement then runs.
-    fn refused_then_approved(&self, text: &str, user: &str, approver: &str, sql: &str, role: &str) {
-        let (_gw, port, api_port) = serve(text, &self.dir);
+    /// Returns the gateway, still running.
+    fn refused_then_approved(
+        &self,
+        text: &str,
+        user: &str,
+        approver: &str,
+        sql: &str,
+        role: &str,
+    ) -> Running {
+        let (gw, port, api_port) = serve(text, &self.dir);
         let mut s = Psql::connect_db(port, self.db, user, &format!("{user}-pw"));
         let o = s.run(sql);
         assert!(
@@ -164,6 +172,7 @@ impl<'a> Adoption<'a> {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        gw
     }
 }
 
@@ -272,13 +281,39 @@ fn a_hand_made_cluster_with_the_tricky_cases() {
     let o = a.policy_check_live();
     assert!(o.status.success(), "unbacked rules: {}", out(&o));
 
-    a.refused_then_approved(
+    let gateway = a.refused_then_approved(
         &text,
         "alice",
         "bob",
         "DELETE FROM shop.orders WHERE id = 2;",
         "app_write",
     );
+    // The scan tells alice's grant from standing access.
+    let serving = a.dir.path().join("serve.toml").display().to_string();
+    let o = ok(jitgate(&[
+        "scan", "--db", "app", "--json", "--config", &serving,
+    ]));
+    let found: serde_json::Value = serde_json::from_str(&o).unwrap();
+    let jit_alice = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["login"] == "jit_alice")
+        .unwrap_or_else(|| panic!("{o}"));
+    assert_eq!(jit_alice["standing"], false, "{o}");
+    assert_eq!(jit_alice["grants"][0]["role"], "app_write", "{o}");
+    assert_eq!(jit_alice["managed_roles"], serde_json::json!([]), "{o}");
+    let o = ok(jitgate(&["scan", "--db", "app", "--config", &serving]));
+    let (standing, granted) = o.split_once("only through active grants").unwrap();
+    assert!(
+        !standing.contains("jit_alice") && standing.contains("shop"),
+        "{o}"
+    );
+    assert!(
+        granted.contains("jit_alice") && granted.contains("through grant 1"),
+        "{o}"
+    );
+    drop(gateway);
 
     // Undo restores the catalog exactly (the gateway's login roles gone too).
     let printed = a.undo();
@@ -357,13 +392,13 @@ fn tryton_made_by_its_own_migrations() {
     // ops no longer writes standing; through the gateway, with approval.
     let o = direct(&c, "tryton", "ops", "DELETE FROM ir_session WHERE id < 0");
     assert!(out(&o).contains("permission denied"), "{}", out(&o));
-    a.refused_then_approved(
+    drop(a.refused_then_approved(
         &text,
         "ops",
         "ana",
         "DELETE FROM ir_session WHERE id < 0;",
         "tryton",
-    );
+    ));
 
     a.undo();
     assert_eq!(snapshot(&c, "tryton"), before);

@@ -406,23 +406,27 @@ pub async fn scan(State(state): S, u: UiUser) -> Response {
             Some(i) => i.scan(&db.name).await,
             None => Err("not available in this process".into()),
         };
-        let (rows, error) = match result {
-            Ok(rows) => (
-                rows.iter()
-                    .map(|r| {
-                        let why: Vec<&str> = r["why"]
-                            .as_array()
-                            .map(|a| a.iter().filter_map(|w| w.as_str()).collect())
-                            .unwrap_or_default();
-                        (
-                            r["login"].as_str().unwrap_or("?").to_string(),
-                            why.join(", "),
-                        )
-                    })
-                    .collect(),
-                None,
-            ),
-            Err(e) => (Vec::new(), Some(e)),
+        let (rows, granted, error) = match result {
+            Ok(rows) => {
+                let (standing, granted): (Vec<_>, Vec<_>) =
+                    rows.iter().partition(|r| r["standing"] != false);
+                let line = |r: &&serde_json::Value| {
+                    let why: Vec<&str> = r["why"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|w| w.as_str()).collect())
+                        .unwrap_or_default();
+                    (
+                        r["login"].as_str().unwrap_or("?").to_string(),
+                        why.join(", "),
+                    )
+                };
+                (
+                    standing.iter().map(line).collect(),
+                    granted.iter().map(line).collect(),
+                    None,
+                )
+            }
+            Err(e) => (Vec::new(), Vec::new(), Some(e)),
         };
         let strings = |v: &serde_json::Value| -> Vec<String> {
             v.as_array()
@@ -450,6 +454,7 @@ pub async fn scan(State(state): S, u: UiUser) -> Response {
             name: db.name.clone(),
             unbacked,
             rows,
+            granted,
             error,
         });
     }

@@ -226,6 +226,8 @@ pub struct AuditRow {
 pub struct ScanDb {
     pub name: String,
     pub rows: Vec<(String, String)>,
+    /// Logins holding managed roles only through active grants: (login, what until when).
+    pub granted: Vec<(String, String)>,
     pub error: Option<String>,
     /// Rules the database does not back: (rule, what baseline roles or
     /// PUBLIC can do, the REVOKEs that would back it).
