@@ -8,6 +8,7 @@ use crate::AppState;
 use axum::http::StatusCode;
 use policy::{Grant, GrantEnd, Request};
 use serde_json::json;
+use store::Kind;
 use store::{service, AuditEvent};
 
 /// Who may see a request: its requester, whoever can decide it now or did
@@ -52,7 +53,7 @@ pub async fn decide(
     if let Err(service::ServiceError::Decision(e)) = &result {
         let mut ev = AuditEvent::new(
             now,
-            "decision.refused",
+            Kind::DecisionRefused,
             user,
             format!("request:{id}"),
             json!({"approve": approve, "reason": e.to_string()}),
@@ -141,9 +142,9 @@ pub async fn password_login(
     if !auth::check_password(state, user, password) {
         let first_throttled = state.login_attempts.failed(user, now);
         let kind = if first_throttled {
-            "auth.throttled"
+            Kind::AuthThrottled
         } else {
-            "auth.failed"
+            Kind::AuthFailed
         };
         let ev = AuditEvent::new(now, kind, user, format!("user:{user}"), json!({})).alert();
         state.store.append_audit(vec![ev]).await?;

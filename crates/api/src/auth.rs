@@ -12,6 +12,7 @@ use config::ScramVerifier;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use store::AuditEvent;
+use store::Kind;
 
 pub fn token_hash(token: &str) -> String {
     Sha256::digest(token.as_bytes())
@@ -44,7 +45,7 @@ pub async fn issue(state: &AppState, user: &str) -> Result<(String, policy::Time
     let expires_at = now + crate::TOKEN_TTL;
     let events = vec![AuditEvent::new(
         now,
-        "auth.login",
+        Kind::AuthLogin,
         user,
         format!("user:{user}"),
         serde_json::json!({"expires_at": expires_at}),

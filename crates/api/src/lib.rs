@@ -21,6 +21,7 @@
 
 pub mod actions;
 pub mod auth;
+pub mod describe;
 pub mod error;
 pub mod inspect;
 pub mod metrics;

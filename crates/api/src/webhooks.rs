@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use std::sync::Arc;
 use std::time::Duration;
-use store::{AuditRecord, Changes, Severity, Store};
+use store::{AuditRecord, Changes, Kind, Severity, Store};
 
 /// The event a webhook receives for an audit record, if any.
 pub fn event_name(r: &AuditRecord) -> Option<String> {
@@ -29,10 +29,16 @@ pub fn event_name(r: &AuditRecord) -> Option<String> {
             None => format!("alert.{}", kind.replace('.', "_")),
         });
     }
-    let name = match kind {
-        "request.filed" | "request.escalated" | "request.approved" | "request.denied"
-        | "request.expired" | "request.cancelled" | "grant.started" | "grant.ending_soon" => kind,
-        "grant.expired" | "grant.revoked" | "grant.relinquished" => "grant.ended",
+    let name = match Kind::parse(kind)? {
+        Kind::RequestFiled
+        | Kind::RequestEscalated
+        | Kind::RequestApproved
+        | Kind::RequestDenied
+        | Kind::RequestExpired
+        | Kind::RequestCancelled
+        | Kind::GrantStarted
+        | Kind::GrantEndingSoon => kind,
+        Kind::GrantExpired | Kind::GrantRevoked | Kind::GrantRelinquished => "grant.ended",
         _ => return None,
     };
     Some(name.to_string())
@@ -55,37 +61,10 @@ pub fn link(public_url: &str, subject: &str) -> String {
     }
 }
 
-fn summary(event: &str, r: &AuditRecord) -> String {
-    let d = &r.event.detail;
-    let s = |k: &str| d[k].as_str().unwrap_or("?").to_string();
-    let who = &r.event.actor;
-    let subject = &r.event.subject;
-    match event {
-        "request.filed" => format!(
-            "{who} asks for {} on {} ({subject}): {}",
-            s("role"),
-            s("database"),
-            s("reason")
-        ),
-        "request.approved" => format!("{subject} approved by {who}"),
-        "request.denied" => format!("{subject} denied by {who}"),
-        "request.escalated" => format!("{subject} escalated: nobody decided in time"),
-        "grant.started" => format!(
-            "{who} now holds {} on {} ({subject})",
-            s("role"),
-            s("database")
-        ),
-        "grant.ending_soon" => format!("{subject} ({}) for {who} ends soon", s("role")),
-        "grant.ended" => format!("{subject} ended ({})", r.event.kind),
-        _ if event.starts_with("alert.") => format!("ALERT {event}: {who} on {subject}"),
-        _ => format!("{event}: {who} on {subject}"),
-    }
-}
-
 /// The body of one delivery.
 pub fn payload(w: &Webhook, event: &str, r: &AuditRecord, public_url: &str) -> Value {
     let link = link(public_url, &r.event.subject);
-    let text = summary(event, r);
+    let text = crate::describe::line(r);
     match w.format {
         WebhookFormat::Json => json!({
             "event": event, "id": r.seq, "at": r.event.at, "kind": r.event.kind,

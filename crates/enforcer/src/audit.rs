@@ -17,6 +17,7 @@ use policy::Time;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use store::Kind;
 use store::{AuditEvent, Store};
 use tokio::sync::mpsc;
 
@@ -128,9 +129,9 @@ fn statement_event(
     let kind = match refused {
         Some(why) => {
             detail["reason"] = json!(why);
-            "statement.refused"
+            Kind::StatementRefused
         }
-        None => "statement.run",
+        None => Kind::StatementRun,
     };
     let ev = AuditEvent::new(now, kind, s.user, format!("session:{}", s.session), detail);
     if alert {
@@ -152,13 +153,13 @@ pub struct RefusalAlert {
 /// After a batch with refusals: one count in the store per user refused.
 async fn alert_refusals(store: &dyn Store, rule: RefusalAlert, batch: &[AuditEvent]) {
     let mut last: std::collections::BTreeMap<&str, &AuditEvent> = Default::default();
-    for e in batch.iter().filter(|e| e.kind == "statement.refused") {
+    for e in batch.iter().filter(|e| e.is(Kind::StatementRefused)) {
         last.insert(&e.actor, e);
     }
     for (user, e) in last {
         let alert = AuditEvent::new(
             e.at,
-            "alert.refusals",
+            Kind::AlertRefusals,
             user,
             format!("user:{user}"),
             json!({"refused": rule.threshold, "within_secs": rule.window.num_seconds(),
@@ -168,7 +169,7 @@ async fn alert_refusals(store: &dyn Store, rule: RefusalAlert, batch: &[AuditEve
         if let Err(err) = store
             .alert_when(
                 alert,
-                "statement.refused",
+                Kind::StatementRefused,
                 e.at - rule.window,
                 rule.threshold,
             )
@@ -236,8 +237,8 @@ pub const UNRECORDED: &str = "jitgate cannot write the audit log right now; a st
 
 /// A `statement.run` that was never let through: recorded as refused.
 fn refused_for_audit(e: &mut AuditEvent) {
-    if e.kind == "statement.run" {
-        e.kind = "statement.refused".into();
+    if e.is(Kind::StatementRun) {
+        e.kind = Kind::StatementRefused.as_str().into();
         e.detail["reason"] = json!(UNRECORDED);
     }
 }

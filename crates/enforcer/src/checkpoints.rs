@@ -11,6 +11,7 @@ use ed25519_dalek::SigningKey;
 use policy::Clock;
 use std::sync::Arc;
 use std::time::Duration;
+use store::Kind;
 use store::{AuditEvent, Store};
 
 pub struct Checkpointer {
@@ -62,7 +63,7 @@ impl Checkpointer {
         tracing::info!(checkpoint = %detail, "audit checkpoint");
         self.audit.send(AuditEvent::new(
             cp.at,
-            "audit.checkpoint",
+            Kind::AuditCheckpoint,
             "jitgate",
             format!("audit:{seq}"),
             detail,

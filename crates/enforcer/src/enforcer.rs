@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use store::Kind;
 use store::{AuditEvent, GrantFilter};
 use wire::backend::{ErrorFields, Severity};
 
@@ -349,7 +350,7 @@ impl Enforcer {
             Ok(()) => {
                 self.audit(AuditEvent::new(
                     self.hook.clock.now(),
-                    "grant.applied",
+                    Kind::GrantApplied,
                     "jitgate",
                     format!("grant:{}", g.id),
                     json!({"role": g.role, "database": g.database, "login_role": m.login_role}),
@@ -394,7 +395,7 @@ impl Enforcer {
             if leader {
                 self.audit(AuditEvent::new(
                     now,
-                    "grant.removed",
+                    Kind::GrantRemoved,
                     "jitgate",
                     format!("grant:{}", g.id),
                     json!({"role": g.role, "database": g.database, "ended": how}),
@@ -474,7 +475,7 @@ impl Enforcer {
         };
         self.audit(AuditEvent::new(
             self.hook.clock.now(),
-            "session.grant_ended",
+            Kind::SessionGrantEnded,
             &s.user,
             format!("session:{}", s.id),
             json!({"grant": g.id, "role": g.role, "action": action, "backend_pid": s.backend_pid}),
@@ -497,7 +498,7 @@ impl Enforcer {
             if self.cluster.is_leader() {
                 self.audit(AuditEvent::new(
                     now,
-                    "grant.ending_soon",
+                    Kind::GrantEndingSoon,
                     &g.user,
                     format!("grant:{}", g.id),
                     json!({"role": g.role, "database": g.database, "expires_at": g.expires_at}),
@@ -638,7 +639,7 @@ impl Enforcer {
             };
             let event = AuditEvent::new(
                 now,
-                "credentials.rotated",
+                Kind::CredentialsRotated,
                 "jitgate",
                 "credentials".into(),
                 json!({"why": why}),
@@ -712,7 +713,7 @@ impl Enforcer {
                 self.audit(
                     AuditEvent::new(
                         now,
-                        "alert.unbacked_rule",
+                        Kind::AlertUnbackedRule,
                         "jitgate",
                         format!("rule:{}", r.index),
                         json!({"database": db.name, "rule": r.rule,
@@ -784,7 +785,7 @@ impl Enforcer {
     }
 
     fn drift(&self, now: Time, subject: String, detail: serde_json::Value) {
-        self.audit(AuditEvent::new(now, "alert.drift", "jitgate", subject, detail).alert());
+        self.audit(AuditEvent::new(now, Kind::AlertDrift, "jitgate", subject, detail).alert());
     }
 
     fn audit(&self, ev: AuditEvent) {

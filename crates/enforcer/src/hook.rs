@@ -28,6 +28,7 @@ use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
+use store::Kind;
 use store::{AuditEvent, Store};
 use wire::backend::ErrorFields;
 
@@ -308,7 +309,7 @@ impl HookState {
             self.audit.send(
                 AuditEvent::new(
                     now,
-                    "alert.off_hours",
+                    Kind::AlertOffHours,
                     &s.user,
                     format!("grant:{grant}"),
                     json!({"role": role, "database": s.database, "session": s.id,
@@ -427,7 +428,7 @@ impl StatementHook for PolicyHook {
         st.audit.send(
             AuditEvent::new(
                 st.clock.now(),
-                "alert.unreadable_session",
+                Kind::AlertUnreadableSession,
                 &session.user,
                 format!("user:{}", session.user),
                 json!({"database": session.database, "session": session.id,

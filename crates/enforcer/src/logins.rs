@@ -10,6 +10,7 @@ use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use store::AuditEvent;
+use store::Kind;
 
 pub struct LoginEvents(pub Arc<HookState>);
 
@@ -17,9 +18,9 @@ impl Observer for LoginEvents {
     fn login_failed(&self, f: &LoginFailure<'_>) {
         let st = &self.0;
         let kind = if f.throttled {
-            "auth.throttled"
+            Kind::AuthThrottled
         } else {
-            "auth.failed"
+            Kind::AuthFailed
         };
         st.audit.send(
             AuditEvent::new(
@@ -38,7 +39,7 @@ impl Observer for LoginEvents {
         st.audit.send(
             AuditEvent::new(
                 st.clock.now(),
-                "alert.login_role_password",
+                Kind::AlertLoginRolePassword,
                 "jitgate",
                 format!("login_role:{login_role}"),
                 json!({"database": database, "user": user, "login_role": login_role,

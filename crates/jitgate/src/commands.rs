@@ -4,6 +4,7 @@
 use crate::client::Client;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
+use store::Kind;
 
 fn table(rows: &[Vec<String>], header: &[&str]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -301,7 +302,7 @@ pub async fn rotate_credentials(config: &config::Config) -> anyhow::Result<()> {
     let actor = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let event = store::AuditEvent::new(
         chrono::Utc::now(),
-        "credentials.rotated",
+        Kind::CredentialsRotated,
         &actor,
         "credentials".into(),
         json!({"why": "rotate-credentials"}),

@@ -22,6 +22,7 @@ use config::{Config, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use store::Kind;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -588,8 +589,8 @@ async fn audit_policy(store: &dyn store::Store, config: &Config, text: &str) -> 
         .first()
         .and_then(|r| r.event.detail["config_sha256"].as_str().map(str::to_string));
     let kind = match &previous {
-        Some(p) if *p != digest => "policy.changed",
-        _ => "policy.loaded",
+        Some(p) if *p != digest => Kind::PolicyChanged,
+        _ => Kind::PolicyLoaded,
     };
     let detail = serde_json::json!({
         "config_sha256": digest,

@@ -9,6 +9,7 @@ use chrono::Duration;
 use policy::{Policy, RolePolicy, StagePolicy};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
+use store::Kind;
 use store::{service, AuditEvent, GrantFilter, Store};
 
 fn set(items: &[&str]) -> BTreeSet<String> {
@@ -44,7 +45,7 @@ fn policy(n: usize) -> Policy {
 fn event(i: usize) -> AuditEvent {
     AuditEvent::new(
         chrono::Utc::now(),
-        "statement.run",
+        Kind::StatementRun,
         "alice",
         format!("session:{i}"),
         serde_json::json!({"role": "app_write", "fingerprint": "0123456789abcdef", "text": "UPDATE orders SET total = $1 WHERE id = $2"}),

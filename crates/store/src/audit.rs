@@ -5,6 +5,7 @@
 //! inserting or reordering any record breaks the chain at that record, which
 //! [`verify`] names.
 
+use crate::Kind;
 use chrono::SecondsFormat;
 use policy::Time;
 use serde::{Deserialize, Serialize};
@@ -45,19 +46,24 @@ pub struct AuditEvent {
 impl AuditEvent {
     pub fn new(
         at: Time,
-        kind: &str,
+        kind: Kind,
         actor: &str,
         subject: String,
         detail: serde_json::Value,
     ) -> Self {
         AuditEvent {
             at,
-            kind: kind.to_string(),
+            kind: kind.as_str().to_string(),
             severity: Severity::Info,
             actor: actor.to_string(),
             subject,
             detail,
         }
+    }
+
+    /// Whether this is an event of `kind`.
+    pub fn is(&self, kind: Kind) -> bool {
+        self.kind == kind.as_str()
     }
 
     /// The same event with severity `alert`.
@@ -186,7 +192,7 @@ mod tests {
             .map(|i| {
                 AuditEvent::new(
                     t,
-                    "request.filed",
+                    Kind::RequestFiled,
                     "alice",
                     format!("request:{i}"),
                     serde_json::json!({"i": i}),

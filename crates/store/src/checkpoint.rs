@@ -164,6 +164,7 @@ pub fn verify_against(
 mod tests {
     use super::*;
     use crate::audit::{link, AuditEvent, GENESIS};
+    use crate::Kind;
     use chrono::TimeZone;
 
     fn chain(n: usize, actor: &str) -> Vec<AuditRecord> {
@@ -172,7 +173,7 @@ mod tests {
             .map(|i| {
                 AuditEvent::new(
                     t,
-                    "grant.started",
+                    Kind::GrantStarted,
                     actor,
                     format!("grant:{i}"),
                     serde_json::json!({}),

@@ -19,6 +19,7 @@ pub mod audit;
 pub mod changes;
 pub mod checkpoint;
 pub mod cluster;
+pub mod kind;
 pub mod postgres;
 pub mod service;
 pub mod sqlite;
@@ -26,6 +27,7 @@ pub mod sqlite;
 pub use audit::{AuditEvent, AuditRecord, Severity, Verification};
 pub use changes::Changes;
 pub use cluster::Cluster;
+pub use kind::Kind;
 use policy::{Grant, Request, Time};
 
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +196,7 @@ pub trait Store: Send + Sync {
     async fn alert_when(
         &self,
         alert: AuditEvent,
-        counted: &str,
+        counted: Kind,
         since: Time,
         threshold: i64,
     ) -> Result<bool, StoreError>;

@@ -12,6 +12,7 @@
 //!   ([`crate::cluster`] listens).
 
 use crate::audit::{self, AuditEvent, AuditRecord, Severity, GENESIS};
+use crate::Kind;
 use crate::{
     AuditFilter, GrantFilter, GrantWrite, RequestFilter, Store, StoreError, TokenRow, Versioned,
     MIGRATION_1,
@@ -476,7 +477,7 @@ impl Store for PgStore {
     async fn alert_when(
         &self,
         alert: AuditEvent,
-        counted: &str,
+        counted: Kind,
         since: Time,
         threshold: i64,
     ) -> Result<bool, StoreError> {
@@ -486,7 +487,7 @@ impl Store for PgStore {
             .query_one(
                 ALERT_COUNT,
                 &[
-                    &counted,
+                    &counted.as_str(),
                     &alert.actor,
                     &audit::time_text(&since),
                     &alert.kind,

@@ -4,6 +4,7 @@
 //! re-reads the request and decides again on the new state.
 
 use crate::audit::AuditEvent;
+use crate::Kind;
 use crate::{GrantFilter, GrantWrite, RequestFilter, Store, StoreError, Versioned};
 use policy::{
     DecisionError, FileError, Grant, GrantEnd, GrantError, GrantState, Policy, Request,
@@ -33,7 +34,7 @@ const RETRIES: usize = 64;
 pub fn filed_event(r: &Request) -> AuditEvent {
     AuditEvent::new(
         r.created_at,
-        "request.filed",
+        Kind::RequestFiled,
         &r.user,
         format!("request:{}", r.id),
         json!({
@@ -47,7 +48,7 @@ pub fn filed_event(r: &Request) -> AuditEvent {
 pub fn grant_started_event(g: &Grant) -> AuditEvent {
     AuditEvent::new(
         g.starts_at,
-        "grant.started",
+        Kind::GrantStarted,
         &g.user,
         format!("grant:{}", g.id),
         json!({"role": g.role, "database": g.database, "request": g.request_id,
@@ -116,7 +117,7 @@ pub async fn decide(
                     // The attempt found it expired: record that, then refuse.
                     let ev = AuditEvent::new(
                         now,
-                        "request.expired",
+                        Kind::RequestExpired,
                         "jitgate",
                         format!("request:{id}"),
                         json!({}),
@@ -130,9 +131,9 @@ pub async fn decide(
         let mut events = vec![AuditEvent::new(
             now,
             if approve {
-                "decision.approve"
+                Kind::DecisionApprove
             } else {
-                "decision.deny"
+                Kind::DecisionDeny
             },
             who,
             subject.clone(),
@@ -143,14 +144,14 @@ pub async fn decide(
             Transition::Recorded => {}
             Transition::StageCompleted { stage } => events.push(AuditEvent::new(
                 now,
-                "request.stage_completed",
+                Kind::RequestStageCompleted,
                 who,
                 subject,
                 json!({"stage": stage}),
             )),
             Transition::Denied => events.push(AuditEvent::new(
                 now,
-                "request.denied",
+                Kind::RequestDenied,
                 who,
                 subject,
                 json!({}),
@@ -158,7 +159,7 @@ pub async fn decide(
             Transition::Approved => {
                 events.push(AuditEvent::new(
                     now,
-                    "request.approved",
+                    Kind::RequestApproved,
                     who,
                     subject,
                     json!({}),
@@ -190,7 +191,7 @@ async fn grant_for(
             if let Ok(capped) = g.value.extend(r, max_total, now) {
                 events.push(AuditEvent::new(
                     now,
-                    "grant.extended",
+                    Kind::GrantExtended,
                     &r.user,
                     format!("grant:{gid}"),
                     json!({"request": r.id, "expires_at": g.value.expires_at,
@@ -216,7 +217,7 @@ pub async fn cancel(
         r.cancel(who, now)?;
         let ev = AuditEvent::new(
             now,
-            "request.cancelled",
+            Kind::RequestCancelled,
             who,
             format!("request:{id}"),
             json!({}),
@@ -249,8 +250,8 @@ pub async fn end_grant(
         let mut g = v.value.clone();
         g.end(how, by, now)?;
         let kind = match how {
-            GrantEnd::Revoked => "grant.revoked",
-            GrantEnd::Relinquished => "grant.relinquished",
+            GrantEnd::Revoked => Kind::GrantRevoked,
+            GrantEnd::Relinquished => Kind::GrantRelinquished,
         };
         let ev = AuditEvent::new(
             now,
@@ -293,8 +294,10 @@ pub async fn tick(
         };
         let mut changed = v.value.clone();
         let (kind, list) = match changed.tick(policy, now) {
-            Some(Tick::Expired) => ("request.expired", &mut report.requests_expired),
-            Some(Tick::Escalated { .. }) => ("request.escalated", &mut report.requests_escalated),
+            Some(Tick::Expired) => (Kind::RequestExpired, &mut report.requests_expired),
+            Some(Tick::Escalated { .. }) => {
+                (Kind::RequestEscalated, &mut report.requests_escalated)
+            }
             None => continue,
         };
         let ev = AuditEvent::new(
@@ -329,7 +332,7 @@ pub async fn tick(
         if v.value.tick(now) {
             let ev = AuditEvent::new(
                 now,
-                "grant.expired",
+                Kind::GrantExpired,
                 "jitgate",
                 format!("grant:{}", g.id),
                 json!({"role": g.role}),

@@ -3,6 +3,7 @@
 //! rusqlite is synchronous, so each call runs on tokio's blocking pool.
 
 use crate::audit::{self, AuditEvent, AuditRecord, Severity, GENESIS};
+use crate::Kind;
 use crate::{
     AuditFilter, GrantFilter, GrantWrite, RequestFilter, Store, StoreError, TokenRow, Versioned,
     MIGRATION_1,
@@ -415,11 +416,11 @@ impl Store for SqliteStore {
     async fn alert_when(
         &self,
         alert: AuditEvent,
-        counted: &str,
+        counted: Kind,
         since: Time,
         threshold: i64,
     ) -> Result<bool, StoreError> {
-        let counted = counted.to_string();
+        let counted = counted.as_str();
         self.run(move |conn| {
             let tx = write_tx(conn)?;
             let n: i64 = tx.query_row(

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use store::service::{self, ServiceError};
+use store::Kind;
 use store::{AuditEvent, AuditFilter, GrantFilter, Store};
 
 fn t0() -> Time {
@@ -541,7 +542,7 @@ async fn cursors_and_reading_the_log_after_a_position(kind: &str) {
         .map(|i| {
             AuditEvent::new(
                 now,
-                "test.event",
+                Kind::AuditCheckpoint,
                 "x",
                 format!("n:{i}"),
                 serde_json::json!({}),
@@ -574,7 +575,7 @@ async fn credential_epochs_rotate_once_each(kind: &str) {
     let ev = || {
         AuditEvent::new(
             now,
-            "credentials.rotated",
+            Kind::CredentialsRotated,
             "t",
             "credentials".into(),
             serde_json::json!({}),
@@ -633,7 +634,7 @@ async fn replicas_take_indexes_one_leads_and_hear_changes() {
     let now = chrono::Utc::now();
     s.rotate_credentials(AuditEvent::new(
         now,
-        "credentials.rotated",
+        Kind::CredentialsRotated,
         "t",
         "c".into(),
         serde_json::json!({}),
@@ -653,7 +654,7 @@ async fn refusal_alerts_are_counted_in_the_store_once_per_window(kind: &str) {
     let refused = |user: &str, secs: i64| {
         AuditEvent::new(
             t0 + chrono::Duration::seconds(secs),
-            "statement.refused",
+            Kind::StatementRefused,
             user,
             "session:1".into(),
             serde_json::json!({}),
@@ -662,7 +663,7 @@ async fn refusal_alerts_are_counted_in_the_store_once_per_window(kind: &str) {
     let alert = |user: &str, secs: i64| {
         AuditEvent::new(
             t0 + chrono::Duration::seconds(secs),
-            "alert.refusals",
+            Kind::AlertRefusals,
             user,
             format!("user:{user}"),
             serde_json::json!({}),
@@ -680,22 +681,22 @@ async fn refusal_alerts_are_counted_in_the_store_once_per_window(kind: &str) {
     .unwrap();
     let at = |secs: i64| t0 + chrono::Duration::seconds(secs) - window;
     assert!(!s
-        .alert_when(alert("alice", 2), "statement.refused", at(2), 3)
+        .alert_when(alert("alice", 2), Kind::StatementRefused, at(2), 3)
         .await
         .unwrap());
     s.append_audit(vec![refused("alice", 3)]).await.unwrap();
     assert!(s
-        .alert_when(alert("alice", 3), "statement.refused", at(3), 3)
+        .alert_when(alert("alice", 3), Kind::StatementRefused, at(3), 3)
         .await
         .unwrap());
     // Counting starts over after the alert.
     s.append_audit(vec![refused("alice", 4)]).await.unwrap();
     assert!(!s
-        .alert_when(alert("alice", 4), "statement.refused", at(4), 3)
+        .alert_when(alert("alice", 4), Kind::StatementRefused, at(4), 3)
         .await
         .unwrap());
     assert!(!s
-        .alert_when(alert("bob", 4), "statement.refused", at(4), 3)
+        .alert_when(alert("bob", 4), Kind::StatementRefused, at(4), 3)
         .await
         .unwrap());
     // Old refusals fall out of the window.
@@ -703,7 +704,7 @@ async fn refusal_alerts_are_counted_in_the_store_once_per_window(kind: &str) {
         .await
         .unwrap();
     assert!(!s
-        .alert_when(alert("bob", 101), "statement.refused", at(101), 3)
+        .alert_when(alert("bob", 101), Kind::StatementRefused, at(101), 3)
         .await
         .unwrap());
     let alerts = s

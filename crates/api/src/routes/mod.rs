@@ -17,6 +17,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use store::Kind;
 use store::{AuditEvent, GrantFilter, RequestFilter};
 
 type S = State<Arc<AppState>>;
@@ -150,7 +151,7 @@ async fn logout(State(state): S, caller: Caller) -> Result<StatusCode, ApiError>
     let now = state.clock.now();
     let ev = AuditEvent::new(
         now,
-        "auth.logout",
+        Kind::AuthLogout,
         &caller.user,
         format!("user:{}", caller.user),
         json!({}),

@@ -27,6 +27,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use session::{set_cookie, UiUser, LOGIN_COOKIE, SESSION_COOKIE};
 use std::sync::Arc;
+use store::Kind;
 use views::LoginPage;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -146,7 +147,7 @@ async fn logout(
     }
     let ev = store::AuditEvent::new(
         state.clock.now(),
-        "auth.logout",
+        Kind::AuthLogout,
         &u.user,
         format!("user:{}", u.user),
         serde_json::json!({"via": "web"}),

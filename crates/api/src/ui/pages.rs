@@ -375,11 +375,12 @@ pub async fn audit(State(state): S, u: UiUser, Query(q): Query<AuditQuery>) -> R
         .map(|r| AuditRow {
             seq: r.seq,
             at: when(&r.event.at),
+            line: crate::describe::line(&r),
             alert: r.event.severity == store::Severity::Alert,
             kind: r.event.kind,
             actor: r.event.actor,
             subject: r.event.subject,
-            detail: r.event.detail.to_string(),
+            detail: serde_json::to_string_pretty(&r.event.detail).unwrap_or_default(),
         })
         .collect();
     let mut c = chrome(&state, &u, "audit", Flash::default());

@@ -216,6 +216,8 @@ impl GrantView {
 pub struct AuditRow {
     pub seq: i64,
     pub at: String,
+    /// Who did what to which request, grant or statement (`describe::line`).
+    pub line: String,
     pub kind: String,
     pub alert: bool,
     pub actor: String,

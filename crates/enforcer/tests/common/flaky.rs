@@ -4,6 +4,7 @@
 use policy::{Grant, Request, Time};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use store::Kind;
 use store::*;
 
 pub struct FlakyStore {
@@ -92,7 +93,7 @@ impl Store for FlakyStore {
     async fn alert_when(
         &self,
         alert: AuditEvent,
-        counted: &str,
+        counted: Kind,
         since: Time,
         threshold: i64,
     ) -> Result<bool, StoreError> {
