@@ -323,11 +323,14 @@ async fn audit_and_scan_are_for_auditors_and_the_audit_page_verifies() {
     assert!(!page.body.contains("auth.login<"), "filtered by kind");
     // One readable line per event; the JSON detail one click away.
     assert!(
-        page.body.contains("alice asks for app_write on app (request 1)"),
+        page.body
+            .contains("alice asks for app_write on app (request 1)"),
         "{}",
         page.body
     );
-    assert!(page.body.contains("<details><summary><code>request.filed</code>"));
+    assert!(page
+        .body
+        .contains("<details><summary><code>request.filed</code>"));
     assert!(page.body.contains("<td class=\"when\">"));
     let scan = get(&api, "/ui/scan", &carol).await;
     assert!(scan.body.contains("not available in this process"));

@@ -15,10 +15,12 @@ SELECT l.rolname::text,
        EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                  AND n.nspname NOT LIKE 'pg\\_%'
-                 AND has_table_privilege(l.oid, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')) AS can_write,
+                 AND has_table_privilege(l.oid, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+                 AND NOT has_table_privilege('public', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')) AS can_write,
        EXISTS (SELECT 1 FROM pg_namespace n
                WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-                 AND has_schema_privilege(l.oid, n.oid, 'CREATE')) AS can_ddl
+                 AND has_schema_privilege(l.oid, n.oid, 'CREATE')
+                 AND NOT has_schema_privilege('public', n.oid, 'CREATE')) AS can_ddl
 FROM pg_roles l
 WHERE l.rolcanlogin
 ORDER BY 1";
@@ -38,7 +40,8 @@ async fn connect(cfg: &Config, db: &str) -> Result<tokio_postgres::Client, Strin
 
 /// Every login on `db` with privileged access, with the reasons:
 /// superuser, CREATEROLE, REPLICATION, BYPASSRLS, membership in a role the
-/// policy manages, write privileges on tables, CREATE on a schema. A login
+/// policy manages, write privileges on tables, CREATE on a schema (beyond
+/// what PUBLIC has: that is everyone's, and `policy check --live` names it). A login
 /// role of the gateway's whose managed roles all come from `active` grants
 /// is listed as holding them just in time (`"standing": false`, with each
 /// grant and its end), not as a permanent keyholder.

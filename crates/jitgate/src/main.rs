@@ -14,6 +14,7 @@ mod adopt;
 mod client;
 mod commands;
 mod demo;
+mod doctor;
 mod inspect;
 
 use anyhow::Context;
@@ -99,6 +100,13 @@ enum Command {
         /// A login role that is an application's account: left alone.
         #[arg(long = "service")]
         services: Vec<String>,
+    },
+    /// Check a deployment end to end and say what to fix, one line each:
+    /// admin rights, unbacked rules, pg_hba, standing keyholders, clock
+    /// skew, state store durability. Exit 1 if something must be fixed.
+    Doctor {
+        #[arg(long, short, env = "JITGATE_CONFIG")]
+        config: PathBuf,
     },
     /// Start a throwaway PostgreSQL with sample data and the gateway in front of it.
     Demo {
@@ -291,6 +299,10 @@ fn main() -> ExitCode {
                 services,
             }))
         }
+        Command::Doctor { config } => match load(&config) {
+            Ok(cfg) => run(async move { doctor::run(&cfg).await }),
+            Err(code) => code,
+        },
         Command::Demo { listen, api_listen } => {
             init_logging(LogFormat::Plain);
             run(demo::run(listen, api_listen))
@@ -398,6 +410,7 @@ async fn client_command(
         }
         | Command::Demo { .. }
         | Command::Init { .. }
+        | Command::Doctor { .. }
         | Command::Policy { .. }
         | Command::Explain { .. }
         | Command::Scan { .. }

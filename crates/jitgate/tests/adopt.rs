@@ -281,6 +281,43 @@ fn a_hand_made_cluster_with_the_tricky_cases() {
     let o = a.policy_check_live();
     assert!(o.status.success(), "unbacked rules: {}", out(&o));
 
+    // The doctor: what is right, and what to fix, one line each.
+    let config_file = a.out.display().to_string();
+    let doctor = || jitgate(&["doctor", "--config", &config_file]);
+    let o = doctor();
+    let report = out(&o);
+    assert!(
+        report.contains("ok   app: admin role jitgate_admin creates login roles and grants all 5"),
+        "{report}"
+    );
+    assert!(
+        report.contains("ok   app: every rule is backed by the database (3)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("ok   app: clock skew to the database"),
+        "{report}"
+    );
+    assert!(
+        report.contains("warn app: standing keyholder shop:"),
+        "{report}"
+    );
+    // The test cluster trusts the local socket (initdb's default): a fix.
+    assert!(
+        report.contains("FIX  app: login roles can log in from the local socket"),
+        "{report}"
+    );
+    assert_eq!(o.status.code(), Some(1), "{report}");
+    c.psql("app", "ALTER ROLE jitgate_admin NOCREATEROLE")
+        .unwrap();
+    let report = out(&doctor());
+    assert!(
+        report.contains("FIX  app: admin role jitgate_admin lacks CREATEROLE"),
+        "{report}"
+    );
+    c.psql("app", "ALTER ROLE jitgate_admin CREATEROLE")
+        .unwrap();
+
     let gateway = a.refused_then_approved(
         &text,
         "alice",

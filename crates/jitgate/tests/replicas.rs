@@ -325,8 +325,18 @@ fn approval_cancel_and_enforcer_failover_across_replicas() {
     drop(sessions);
     for i in 0..3 {
         let mut s = Psql::connect(set.lb_port, "alice", "alice-pw");
-        s.send("SELECT pg_sleep(60);");
-        std::thread::sleep(Duration::from_millis(300));
+        s.send(&format!("SELECT pg_sleep(60) AS cancel_{i};"));
+        // A cancel that arrives before the statement runs cancels nothing
+        // (as directly): wait until the server runs it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let running = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+             AND query LIKE '%AS cancel_{i};'"
+        );
+        while cluster().psql("app", &running).unwrap().trim() != "1" {
+            assert!(Instant::now() < deadline, "the statement never ran");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let started = Instant::now();
         s.interrupt();
         let o = s.wait_for("canceling statement", Duration::from_secs(5));

@@ -47,6 +47,14 @@ pub fn make(
             "CREATE ROLE {admin} LOGIN CREATEROLE PASSWORD {}",
             literal(admin_verifier)
         ));
+        // So that `scan` and `doctor` can tell who may log in from where
+        // (superusers only by default). Undone by DROP OWNED.
+        apply.push(format!(
+            "GRANT SELECT ON pg_catalog.pg_hba_file_rules TO {admin}"
+        ));
+        apply.push(format!(
+            "GRANT EXECUTE ON FUNCTION pg_catalog.pg_hba_file_rules() TO {admin}"
+        ));
     }
     // ADMIN on every role it grants: managed roles and baseline roles.
     let needed: BTreeSet<&str> = s
