@@ -80,7 +80,8 @@ enum Command {
         /// Replace --out and its plan if they exist.
         #[arg(long)]
         force: bool,
-        /// Run the plan (one transaction) after writing it.
+        /// Run the plan (one transaction): the one in --plan as written
+        /// (after review), or else a new one after writing it.
         #[arg(long)]
         apply: bool,
         /// Undo an applied plan (--plan): restore the memberships, drop the
@@ -286,6 +287,9 @@ fn main() -> ExitCode {
             if undo {
                 let plan = plan.expect("clap requires --plan with --undo");
                 return run(async move { adopt::undo(&admin_url, &plan).await });
+            }
+            if let (true, Some(plan)) = (apply, plan) {
+                return run(async move { adopt::apply(&admin_url, &plan).await });
             }
             run(adopt::init(adopt::InitArgs {
                 admin_url,

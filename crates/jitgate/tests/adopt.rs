@@ -265,17 +265,31 @@ fn a_hand_made_cluster_with_the_tricky_cases() {
         "{text}"
     );
 
-    // Apply: the admin role, and the standing memberships gone.
-    ok(jitgate(&[
+    // Apply the reviewed plan as written: the admin role, and the standing
+    // memberships gone.
+    let o = ok(jitgate(&[
         "init",
+        "--apply",
+        "--plan",
+        &a.plan(),
         "--admin-url",
         &c.url("app"),
-        "--out",
-        &a.out.display().to_string(),
-        "--force",
-        "--apply",
     ]));
-    let text = std::fs::read_to_string(&a.out).unwrap();
+    assert!(o.contains("one transaction"), "{o}");
+    // A plan no longer true of the cluster is not run again.
+    let o = jitgate(&[
+        "init",
+        "--apply",
+        "--plan",
+        &a.plan(),
+        "--admin-url",
+        &c.url("app"),
+    ]);
+    assert!(
+        !o.status.success() && out(&o).contains("the roles changed since the plan"),
+        "{}",
+        out(&o)
+    );
     let o = direct(&c, "app", "alice", "DELETE FROM shop.orders WHERE id = 1");
     assert!(out(&o).contains("permission denied"), "{}", out(&o));
     let o = a.policy_check_live();

@@ -194,17 +194,10 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
         println!("  {s};");
     }
     if args.apply {
-        let mut client = client;
-        let tx = client.transaction().await?;
-        for s in &plan.apply {
-            tx.batch_execute(s)
-                .await
-                .with_context(|| format!("applying the plan: {s}"))?;
-        }
-        tx.commit().await.context("committing the plan")?;
+        run_plan(client, &plan, &plan_file).await?;
+    } else {
         println!(
-            "\nApplied ({} statements, one transaction). Undo: jitgate init --undo --admin-url URL --plan {}",
-            plan.apply.len(),
+            "\nTo run this plan as written: jitgate init --apply --plan {} --admin-url URL",
             plan_file.display()
         );
     }
@@ -213,6 +206,65 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Runs a plan's statements in one transaction.
+async fn run_plan(mut client: Client, plan: &plan::Plan, file: &Path) -> anyhow::Result<()> {
+    let tx = client.transaction().await?;
+    for s in &plan.apply {
+        tx.batch_execute(s)
+            .await
+            .with_context(|| format!("applying the plan: {s}"))?;
+    }
+    tx.commit().await.context("committing the plan")?;
+    println!(
+        "\nApplied ({} statements, one transaction). Undo: jitgate init --undo --plan {} --admin-url URL",
+        plan.apply.len(),
+        file.display()
+    );
+    Ok(())
+}
+
+fn read_plan(file: &Path) -> anyhow::Result<plan::Plan> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the plan {}", file.display()))?;
+    let plan: plan::Plan = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a plan written by jitgate init", file.display()))?;
+    if plan.version != 1 {
+        bail!(
+            "plan version {} is not one this jitgate reads",
+            plan.version
+        );
+    }
+    Ok(plan)
+}
+
+/// `init --apply --plan F`: the reviewed plan, as written, if the cluster is
+/// still as it was read (the same roles, the memberships it revokes still
+/// there); else it says to run `init` again.
+pub async fn apply(admin_url: &str, file: &Path) -> anyhow::Result<()> {
+    let plan = read_plan(file)?;
+    let client = connect(&parse_url(admin_url)?).await?;
+    let catalog = catalog::read_cluster(&client).await?;
+    let now: std::collections::BTreeSet<String> = catalog.roles.keys().cloned().collect();
+    if now != plan.roles_before {
+        let added: Vec<_> = now.difference(&plan.roles_before).collect();
+        let gone: Vec<_> = plan.roles_before.difference(&now).collect();
+        bail!(
+            "the roles changed since the plan was written (new: {added:?}, gone: {gone:?}); \
+             run jitgate init again and review the new plan"
+        );
+    }
+    for m in &plan.revoked {
+        if !catalog.memberships.contains(m) {
+            bail!(
+                "{} no longer holds {} as the plan read it; run jitgate init again",
+                m.member,
+                m.role
+            );
+        }
+    }
+    run_plan(client, &plan, file).await
 }
 
 /// Host and port for the generated `admin_url` (the gateway needs TCP).
@@ -230,20 +282,7 @@ fn tcp_target(c: &Config) -> (String, u16) {
 }
 
 pub async fn undo(admin_url: &str, plan_file: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(plan_file)
-        .with_context(|| format!("reading the plan {}", plan_file.display()))?;
-    let plan: plan::Plan = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a plan written by jitgate init",
-            plan_file.display()
-        )
-    })?;
-    if plan.version != 1 {
-        bail!(
-            "plan version {} is not one this jitgate reads",
-            plan.version
-        );
-    }
+    let plan = read_plan(plan_file)?;
     let base = parse_url(admin_url)?;
     let mut client = connect(&base).await?;
     // Login roles the gateway made since: dropped with what they hold.
