@@ -195,6 +195,7 @@ fn a_hand_made_cluster_with_the_tricky_cases() {
          CREATE TABLE shop.counters (n int);
          INSERT INTO shop.orders SELECT i, i FROM generate_series(1, 10) i;
          ALTER DEFAULT PRIVILEGES IN SCHEMA shop GRANT SELECT ON TABLES TO app_read;
+         ALTER DEFAULT PRIVILEGES IN SCHEMA shop GRANT INSERT, UPDATE ON TABLES TO app_write;
          GRANT USAGE ON SCHEMA shop TO app_read, app_write, app_admin;
          GRANT SELECT ON ALL TABLES IN SCHEMA shop TO app_read;
          GRANT INSERT, UPDATE, DELETE ON shop.orders, shop.lines TO app_write;
@@ -258,6 +259,16 @@ fn a_hand_made_cluster_with_the_tricky_cases() {
     assert_eq!(rule("app_admin", "ddl"), "shop.*", "{text}");
     assert!(!text.contains("objects = [\"shop.counters\"]"), "{text}");
     assert!(text.contains("shop: service account"), "{text}");
+    assert!(
+        text.contains(
+            "default privileges give app_write writes on tables shop creates in schema shop"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("# pg_hba.conf as the server read it"),
+        "{text}"
+    );
     // carol held app_admin through oncall: she may request app_write too.
     let carol = cfg.users.iter().find(|u| u.name == "carol").unwrap();
     assert!(

@@ -66,6 +66,9 @@ pub struct Database {
     pub public_create: BTreeSet<String>,
     /// Roles that own objects here (schemas, relations, functions, the database).
     pub owners: BTreeSet<String>,
+    /// Default privileges that will let a role write future relations:
+    /// (grantee, in schema or `*`, for objects created by).
+    pub default_writes: Vec<(String, String, String)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -78,6 +81,9 @@ pub struct Catalog {
     pub databases: Vec<Database>,
     /// Whether `pg_authid` was readable (verifiers copied).
     pub verifiers_readable: bool,
+    /// `pg_hba.conf` as the server read it (line, type, databases, users,
+    /// address, method), when readable.
+    pub hba: Option<Vec<String>>,
 }
 
 impl Catalog {
@@ -139,6 +145,18 @@ pub async fn read_cluster(client: &Client) -> Result<Catalog, tokio_postgres::Er
                 role.verifier = r.get(1);
             }
         }
+    }
+    if let Ok(rows) = client
+        .query(
+            "SELECT line_number || ': ' || type || ' ' || array_to_string(database, ',') || ' ' \
+                    || array_to_string(user_name, ',') || ' ' || COALESCE(address, '') || ' ' \
+                    || auth_method \
+             FROM pg_hba_file_rules WHERE error IS NULL ORDER BY line_number",
+            &[],
+        )
+        .await
+    {
+        catalog.hba = Some(rows.iter().map(|r| r.get(0)).collect());
     }
     for r in client
         .query(
@@ -214,6 +232,16 @@ SELECT DISTINCT o.rolname::text FROM (
 ) x JOIN pg_roles o ON o.oid = x.owner
 WHERE NOT o.rolsuper";
 
+/// Default privileges (`ALTER DEFAULT PRIVILEGES`) granting a write on tables.
+const DEFAULT_WRITES: &str = "
+SELECT DISTINCT g.rolname::text, COALESCE(n.nspname::text, '*'), o.rolname::text
+FROM pg_default_acl d
+JOIN pg_roles o ON o.oid = d.defaclrole
+LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace,
+aclexplode(d.defaclacl) a JOIN pg_roles g ON g.oid = a.grantee
+WHERE d.defaclobjtype = 'r' AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
+ORDER BY 1, 2, 3";
+
 pub async fn read_database(client: &Client, name: &str) -> Result<Database, tokio_postgres::Error> {
     let mut db = Database {
         name: name.to_string(),
@@ -259,6 +287,9 @@ pub async fn read_database(client: &Client, name: &str) -> Result<Database, toki
     }
     for r in client.query(OWNERS, &[]).await? {
         db.owners.insert(r.get(0));
+    }
+    for r in client.query(DEFAULT_WRITES, &[]).await? {
+        db.default_writes.push((r.get(0), r.get(1), r.get(2)));
     }
     Ok(db)
 }

@@ -299,6 +299,21 @@ pub fn derive(c: &Catalog, o: &Options) -> Starter {
                 also,
             });
         }
+        for (grantee, schema, creator) in &db.default_writes {
+            if managed.contains_key(grantee) {
+                left_alone.push(format!(
+                    "{}: default privileges give {grantee} writes on tables {creator} creates \
+                     in {}: rules name today's tables; cover new ones (e.g. `{schema}.*`) \
+                     when they come",
+                    db.name,
+                    if schema == "*" {
+                        "any schema".to_string()
+                    } else {
+                        format!("schema {schema}")
+                    }
+                ));
+            }
+        }
         for rel in &db.public_write {
             left_alone.push(format!(
                 "{}.{rel}: PUBLIC may write it, so no rule can reserve it \
@@ -518,6 +533,28 @@ pub fn render(
             list(&r.objects),
             q(&r.role)
         );
+    }
+    match &c.hba {
+        Some(lines) => {
+            let _ = writeln!(
+                t,
+                "# pg_hba.conf as the server read it. Once the gateway runs, let its login roles\n\
+                 # ({}*) in only from the gateway's address (docs/SECURITY.md; `jitgate doctor` checks):",
+                o.login_role_prefix
+            );
+            for l in lines {
+                let _ = writeln!(t, "#   {l}");
+            }
+            let _ = writeln!(t);
+        }
+        None => {
+            let _ = writeln!(
+                t,
+                "# pg_hba.conf could not be read (superuser only by default): check that the gateway's\n\
+                 # login roles ({}*) can log in only from its address (docs/SECURITY.md).\n",
+                o.login_role_prefix
+            );
+        }
     }
     if !s.left_alone.is_empty() {
         let _ = writeln!(t, "# Left alone:");
