@@ -217,7 +217,7 @@ fn a_hand_made_cluster_with_the_tricky_cases() {
     // Nothing changes without --apply.
     assert_eq!(snapshot(&c, "app"), before);
     assert!(
-        printed.contains(r#"REVOKE "app_write" FROM "alice""#),
+        printed.contains(r#"REVOKE "app_write" FROM "alice" GRANTED BY "postgres""#),
         "{printed}\n{text}"
     );
     let cfg = config::Config::from_toml(&text).unwrap();
@@ -278,24 +278,12 @@ fn a_hand_made_cluster_with_the_tricky_cases() {
 
     // Apply the reviewed plan as written: the admin role, and the standing
     // memberships gone.
-    let o = ok(jitgate(&[
-        "init",
-        "--apply",
-        "--plan",
-        &a.plan(),
-        "--admin-url",
-        &c.url("app"),
-    ]));
+    let (url, plan) = (c.url("app"), a.plan());
+    let apply = || jitgate(&["init", "--apply", "--plan", &plan, "--admin-url", &url]);
+    let o = ok(apply());
     assert!(o.contains("one transaction"), "{o}");
     // A plan no longer true of the cluster is not run again.
-    let o = jitgate(&[
-        "init",
-        "--apply",
-        "--plan",
-        &a.plan(),
-        "--admin-url",
-        &c.url("app"),
-    ]);
+    let o = apply();
     assert!(
         !o.status.success() && out(&o).contains("the roles changed since the plan"),
         "{}",

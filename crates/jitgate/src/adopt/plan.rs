@@ -91,8 +91,16 @@ pub fn make(
     let mut revoked = Vec::new();
     for p in &s.people {
         for m in &p.holds {
+            // GRANTED BY the grantor the catalog names: from PostgreSQL 16 a
+            // membership is one row per grantor, and a plain REVOKE removes
+            // only the current user's.
+            let by = m
+                .grantor
+                .as_ref()
+                .map(|g| format!(" GRANTED BY {}", ident(g)))
+                .unwrap_or_default();
             apply.push(format!(
-                "REVOKE {} FROM {}",
+                "REVOKE {} FROM {}{by}",
                 ident(&m.role),
                 ident(&m.member)
             ));
@@ -100,9 +108,7 @@ pub fn make(
             if m.admin_option {
                 back.push_str(" WITH ADMIN OPTION");
             }
-            if let Some(g) = &m.grantor {
-                back.push_str(&format!(" GRANTED BY {}", ident(g)));
-            }
+            back.push_str(&by);
             undo.push(back);
             revoked.push(m.clone());
         }
