@@ -12,6 +12,26 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// Every name in `list` is a declared `[[group]]`.
+    fn known_groups(
+        &self,
+        groups: &HashSet<&str>,
+        list: &[String],
+        table: &str,
+        i: usize,
+        key: &str,
+    ) -> Result<(), ConfigError> {
+        match list.iter().find(|n| !groups.contains(n.as_str())) {
+            Some(name) => Err(self.err(
+                table,
+                Some(i),
+                key,
+                format!("unknown group `{name}` (declare it with [[group]])"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn err(&self, table: &str, index: Option<usize>, key: &str, message: String) -> ConfigError {
         let field = match index {
             Some(i) => format!("{table}[{i}].{key}"),
@@ -44,7 +64,18 @@ pub fn shared_state(state: &str) -> bool {
 
 pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigError> {
     let c = Checker { text };
-    let g = &cfg.gateway;
+    gateway(&c, &cfg.gateway)?;
+    let groups = groups(&c, &cfg.groups)?;
+    let dbs = databases(&c, &mut cfg.databases)?;
+    users(&c, &mut cfg.users, &groups)?;
+    let roles = roles(&c, &cfg.roles, &dbs, &groups)?;
+    rules(&c, &cfg.rules, &dbs, &roles)?;
+    webhooks(&c, &cfg.webhooks)?;
+    Ok(cfg)
+}
+
+/// `[gateway]`: hours and days, TLS, the shared store's secret, limits, addresses.
+fn gateway(c: &Checker, g: &Gateway) -> Result<(), ConfigError> {
     if let Some(h) = &g.working_hours {
         if parse_hours(h).is_none() {
             return Err(c.err(
@@ -142,9 +173,13 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
             ));
         }
     }
+    Ok(())
+}
 
+/// `[[group]]`: plain names, each once. Returns the names.
+fn groups<'a>(c: &Checker, list: &'a [Group]) -> Result<HashSet<&'a str>, ConfigError> {
     let mut groups = HashSet::new();
-    for (i, grp) in cfg.groups.iter().enumerate() {
+    for (i, grp) in list.iter().enumerate() {
         if !is_plain_name(&grp.name, 63) || !groups.insert(grp.name.as_str()) {
             return Err(c.err(
                 "group",
@@ -157,22 +192,13 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
             ));
         }
     }
-    let known_groups = |list: &[String], table: &str, i: usize, key: &str| {
-        for name in list {
-            if !groups.contains(name.as_str()) {
-                return Err(c.err(
-                    table,
-                    Some(i),
-                    key,
-                    format!("unknown group `{name}` (declare it with [[group]])"),
-                ));
-            }
-        }
-        Ok(())
-    };
+    Ok(groups)
+}
 
+/// `[[database]]`: names, kind, the admin URL (parsed into `admin`), TLS files.
+fn databases(c: &Checker, list: &mut [Database]) -> Result<HashSet<String>, ConfigError> {
     let mut dbs = HashSet::new();
-    for (i, db) in cfg.databases.iter_mut().enumerate() {
+    for (i, db) in list.iter_mut().enumerate() {
         if !is_plain_name(&db.name, 63) || !dbs.insert(db.name.clone()) {
             return Err(c.err(
                 "database",
@@ -227,9 +253,13 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
         }
         db.admin = Some(admin);
     }
+    Ok(dbs)
+}
 
+/// `[[user]]`: names, one password form (kept as a SCRAM verifier), groups.
+fn users(c: &Checker, list: &mut [User], groups: &HashSet<&str>) -> Result<(), ConfigError> {
     let mut users = HashSet::new();
-    for (i, u) in cfg.users.iter_mut().enumerate() {
+    for (i, u) in list.iter_mut().enumerate() {
         if !is_plain_name(&u.name, 47) || !users.insert(u.name.clone()) {
             return Err(c.err(
                 "user",
@@ -264,11 +294,20 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
                 ))
             }
         });
-        known_groups(&u.groups, "user", i, "groups")?;
+        c.known_groups(groups, &u.groups, "user", i, "groups")?;
     }
+    Ok(())
+}
 
+/// `[[role]]`: names, database, requesters, durations, a chain that can be walked.
+fn roles<'a>(
+    c: &Checker,
+    list: &'a [Role],
+    dbs: &HashSet<String>,
+    groups: &HashSet<&str>,
+) -> Result<HashSet<&'a str>, ConfigError> {
     let mut roles = HashSet::new();
-    for (i, r) in cfg.roles.iter().enumerate() {
+    for (i, r) in list.iter().enumerate() {
         if !is_plain_name(&r.name, 63) || r.name == "deny" || !roles.insert(r.name.as_str()) {
             return Err(c.err(
                 "role",
@@ -288,7 +327,7 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
                 format!("unknown database `{}`", r.database),
             ));
         }
-        known_groups(&r.requesters, "role", i, "requesters")?;
+        c.known_groups(groups, &r.requesters, "role", i, "requesters")?;
         if r.default_duration > r.max_duration {
             return Err(c.err(
                 "role",
@@ -309,8 +348,8 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
             return Err(c.err("role", Some(i), "chain", "needs at least one stage".into()));
         }
         for stage in &r.chain {
-            known_groups(&stage.approvers, "role", i, "chain")?;
-            known_groups(&stage.escalate_to, "role", i, "chain")?;
+            c.known_groups(groups, &stage.approvers, "role", i, "chain")?;
+            c.known_groups(groups, &stage.escalate_to, "role", i, "chain")?;
             if stage.min == 0 || stage.approvers.is_empty() {
                 return Err(c.err(
                     "role",
@@ -321,8 +360,17 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
             }
         }
     }
+    Ok(roles)
+}
 
-    for (i, rule) in cfg.rules.iter().enumerate() {
+/// `[[rule]]`: database, actions, and one outcome (a role, deny, approve_each).
+fn rules(
+    c: &Checker,
+    list: &[Rule],
+    dbs: &HashSet<String>,
+    roles: &HashSet<&str>,
+) -> Result<(), ConfigError> {
+    for (i, rule) in list.iter().enumerate() {
         if !dbs.contains(&rule.database) {
             return Err(c.err(
                 "rule",
@@ -379,8 +427,12 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
             _ => {}
         }
     }
+    Ok(())
+}
 
-    for (i, w) in cfg.webhooks.iter().enumerate() {
+/// `[[webhook]]`: URL, a secret for signed JSON, events.
+fn webhooks(c: &Checker, list: &[Webhook]) -> Result<(), ConfigError> {
+    for (i, w) in list.iter().enumerate() {
         if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
             return Err(c.err(
                 "webhook",
@@ -408,5 +460,5 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
             ));
         }
     }
-    Ok(cfg)
+    Ok(())
 }
