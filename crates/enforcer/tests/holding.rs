@@ -231,7 +231,7 @@ async fn a_held_statement_never_runs_for_a_client_that_left() {
             "host=127.0.0.1 port={} dbname=app user=alice",
             j.addr.port()
         ))
-        .env("PGPASSWORD", PW)
+        .env("PGPASSWORD", password("alice"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -305,7 +305,7 @@ async fn failed_wire_logins_are_audited_and_throttled() {
         assert_eq!(sqlstate(&e), "28P01");
     }
     // Throttled now, even with the right password.
-    let e = tokio_postgres::connect(&connect("alice", PW), tokio_postgres::NoTls)
+    let e = tokio_postgres::connect(&connect("alice", &password("alice")), tokio_postgres::NoTls)
         .await
         .err()
         .expect("throttled");

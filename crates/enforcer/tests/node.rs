@@ -12,7 +12,8 @@ async fn node_postgres_through_the_gateway() {
     let j = Jitgate::start_text(&config_without_rules(""), None).await;
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
     let dsn = format!(
-        "postgresql://alice:{PW}@{}:{}/app",
+        "postgresql://alice:{}@{}:{}/app",
+        password("alice"),
         j.addr.ip(),
         j.addr.port()
     );

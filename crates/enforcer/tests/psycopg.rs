@@ -11,9 +11,10 @@ async fn psycopg_sync_async_and_pools_through_the_gateway() {
     let j = Jitgate::start_text(&config_without_rules(""), None).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/clients.py");
     let dsn = format!(
-        "host={} port={} dbname=app user=alice password={PW}",
+        "host={} port={} dbname=app user=alice password={}",
         j.addr.ip(),
-        j.addr.port()
+        j.addr.port(),
+        password("alice")
     );
     let out = tokio::task::block_in_place(|| {
         Command::new("python3")

@@ -120,7 +120,7 @@ async fn lexical_settings_cannot_be_turned_off_in_any_spelling() {
                 .arg(addr.ip().to_string())
                 .args(["-p", &addr.port().to_string(), "-U", "alice", "-d", "app"])
                 .args(["-c", &sql_arg])
-                .env("PGPASSWORD", PW)
+                .env("PGPASSWORD", password("alice"))
                 .env("PGOPTIONS", options_env)
                 .stdin(std::process::Stdio::null())
                 .output()
@@ -169,9 +169,10 @@ async fn a_session_the_database_puts_under_unreadable_settings_is_ended() {
         .unwrap();
     let err = tokio_postgres::connect(
         &format!(
-            "host={} port={} dbname=app user=carol password={PW}",
+            "host={} port={} dbname=app user=carol password={}",
             j.addr.ip(),
-            j.addr.port()
+            j.addr.port(),
+            password("carol")
         ),
         tokio_postgres::NoTls,
     )
@@ -358,7 +359,7 @@ fn oid_of(proc: &str) -> u32 {
 #[tokio::test]
 async fn fast_path_calls_are_judged_as_the_select_they_amount_to() {
     let j = start().await;
-    let mut r = Raw::login(j.addr, "alice", PW).await;
+    let mut r = Raw::login(j.addr, "alice", &password("alice")).await;
     let set_config = oid_of("set_config(text,text,boolean)");
     let nextval = oid_of("nextval(regclass)");
     let before = count("SELECT last_value FROM public.ids");

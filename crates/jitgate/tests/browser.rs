@@ -102,19 +102,16 @@ async fn bob_approves_alices_statement_in_the_browser() {
     let cfg = write(
         &dir,
         "jitgate.toml",
-        &format!(
-            "[gateway]\nlisten = \"127.0.0.1:{port}\"\napi_listen = \"127.0.0.1:{api_port}\"\n\
-             state = \"sqlite://{}\"\nshutdown_timeout = \"1s\"\n\
-             [[database]]\nname = \"app\"\nadmin_url = \"{}\"\nbaseline_roles = [\"app_read\"]\ntls = \"disable\"\n\
-             [[group]]\nname = \"engineers\"\n[[group]]\nname = \"leads\"\n\
-             [[user]]\nname = \"alice\"\npassword = \"alice-pw\"\ngroups = [\"engineers\"]\n\
-             [[user]]\nname = \"bob\"\npassword = \"bob-pw\"\ngroups = [\"leads\"]\n\
-             [[role]]\nname = \"app_write\"\ndatabase = \"app\"\nrequesters = [\"engineers\"]\ndefault_duration = \"30m\"\n\
-             chain = [{{ approvers = [\"leads\"], min = 1 }}]\n\
-             [[rule]]\ndatabase = \"app\"\nactions = [\"write\"]\nobjects = [\"public.*\"]\nrole = \"app_write\"\n",
-            dir.path().join("state.db").display(),
-            cluster.url("app")
-        ),
+        &testkit::config::App::new(&cluster.url("app"))
+            .gateway(format!("listen = \"127.0.0.1:{port}\""))
+            .gateway(format!("api_listen = \"127.0.0.1:{api_port}\""))
+            .gateway(format!(
+                "state = \"sqlite://{}\"",
+                dir.path().join("state.db").display()
+            ))
+            .gateway("shutdown_timeout = \"1s\"")
+            .default_duration("30m")
+            .toml(),
     );
     let _serve = Running(
         Command::new(BIN)

@@ -153,54 +153,17 @@ impl Replicas {
             let cfg = write(
                 &dir,
                 &format!("r{i}.toml"),
-                &format!(
-                    r#"[gateway]
-listen = "127.0.0.1:{port}"
-api_listen = "127.0.0.1:{api_port}"
-state = "{state}?sslmode=disable"
-cluster_secret_file = "{secret}"
-login_role_prefix = "{prefix}"
-shutdown_timeout = "10s"
-drain_delay = "1s"
-reconcile_interval = "1s"
-
-[[database]]
-name = "app"
-admin_url = "{url}"
-baseline_roles = ["app_read"]
-tls = "disable"
-
-[[group]]
-name = "engineers"
-[[group]]
-name = "leads"
-
-[[user]]
-name = "alice"
-password = "alice-pw"
-groups = ["engineers"]
-[[user]]
-name = "bob"
-password = "bob-pw"
-groups = ["leads"]
-
-[[role]]
-name = "app_write"
-database = "app"
-requesters = ["engineers"]
-default_duration = "{duration}"
-chain = [{{ approvers = ["leads"], min = 1 }}]
-
-[[rule]]
-database = "app"
-actions = ["write"]
-objects = ["public.*"]
-role = "app_write"
-"#,
-                    state = c.url(&state_db),
-                    secret = secret.display(),
-                    url = c.url("app"),
-                ),
+                &testkit::config::App::new(&c.url("app"))
+                    .gateway(format!("listen = \"127.0.0.1:{port}\""))
+                    .gateway(format!("api_listen = \"127.0.0.1:{api_port}\""))
+                    .gateway(format!("state = \"{}?sslmode=disable\"", c.url(&state_db)))
+                    .gateway(format!("cluster_secret_file = \"{}\"", secret.display()))
+                    .gateway(format!("login_role_prefix = \"{prefix}\""))
+                    .gateway("shutdown_timeout = \"10s\"")
+                    .gateway("drain_delay = \"1s\"")
+                    .gateway("reconcile_interval = \"1s\"")
+                    .default_duration(duration)
+                    .toml(),
             );
             let mut r = Replica {
                 port,

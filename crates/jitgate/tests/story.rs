@@ -54,58 +54,19 @@ impl Serve {
         let cfg = write(
             &dir,
             "jitgate.toml",
-            &format!(
-                r#"[gateway]
-listen = "127.0.0.1:{port}"
-api_listen = "127.0.0.1:{api_port}"
-state = "sqlite://{state}"
-login_role_prefix = "{prefix}"
-shutdown_timeout = "1s"
-{gateway_extra}
-
-[[database]]
-name = "app"
-admin_url = "{url}"
-baseline_roles = ["app_read"]
-tls = "disable"
-
-[[group]]
-name = "engineers"
-[[group]]
-name = "leads"
-[[group]]
-name = "auditors"
-
-[[user]]
-name = "alice"
-password = "alice-pw"
-groups = ["engineers"]
-[[user]]
-name = "bob"
-password = "bob-pw"
-groups = ["leads"]
-[[user]]
-name = "carol"
-password = "carol-pw"
-groups = ["auditors"]
-
-[[role]]
-name = "app_write"
-database = "app"
-requesters = ["engineers"]
-default_duration = "{duration}"
-reason_required = true
-chain = [{{ approvers = ["leads"], min = 1 }}]
-
-[[rule]]
-database = "app"
-actions = ["write"]
-objects = ["public.*"]
-role = "app_write"
-"#,
-                state = dir.path().join("state.db").display(),
-                url = cluster().url("app"),
-            ),
+            &testkit::config::App::new(&cluster().url("app"))
+                .gateway(format!("listen = \"127.0.0.1:{port}\""))
+                .gateway(format!("api_listen = \"127.0.0.1:{api_port}\""))
+                .gateway(format!(
+                    "state = \"sqlite://{}\"",
+                    dir.path().join("state.db").display()
+                ))
+                .gateway(format!("login_role_prefix = \"{prefix}\""))
+                .gateway("shutdown_timeout = \"1s\"")
+                .gateway(gateway_extra)
+                .default_duration(duration)
+                .reason_required()
+                .toml(),
         );
         let mut s = Serve {
             port,

@@ -18,7 +18,7 @@ use store::Store;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
-pub const PW: &str = "pw";
+pub use testkit::config::password;
 
 pub fn cluster() -> &'static Cluster {
     static READY: OnceLock<()> = OnceLock::new();
@@ -74,64 +74,22 @@ pub fn server_saw(marker: &str) -> bool {
     cluster().log().contains(marker)
 }
 
-/// A configuration with users alice (engineers), bob (leads) and carol
-/// (engineers), role app_write approved by one lead, writes on public needing
+/// The shared test configuration (`testkit::config::App`) with carol an
+/// engineer too: role app_write approved by one lead, writes on public needing
 /// it, payments needing approval of each statement, audit_trail denied.
 pub fn config_text(extra_gateway: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let prefix = format!("e{}_{}_", std::process::id() % 10000, n);
-    let url = cluster().url("app");
-    format!(
-        r#"[gateway]
-listen = "127.0.0.1:0"
-api_listen = "127.0.0.1:9"
-login_role_prefix = "{prefix}"
-shutdown_timeout = "1s"
-{extra_gateway}
-
-[[database]]
-name = "app"
-admin_url = "{url}"
-baseline_roles = ["app_read"]
-tls = "disable"
-
-[[group]]
-name = "engineers"
-
-[[group]]
-name = "leads"
-
-[[user]]
-name = "alice"
-password = "{PW}"
-groups = ["engineers"]
-
-[[user]]
-name = "bob"
-password = "{PW}"
-groups = ["leads"]
-
-[[user]]
-name = "carol"
-password = "{PW}"
-groups = ["engineers"]
-
-[[role]]
-name = "app_write"
-database = "app"
-requesters = ["engineers"]
-default_duration = "15m"
-max_duration = "1h"
-chain = [{{ approvers = ["leads"], min = 1 }}]
-
-[[rule]]
-database = "app"
-actions = ["write"]
-objects = ["public.*"]
-role = "app_write"
-
-[[rule]]
+    testkit::config::App::new(&cluster().url("app"))
+        .gateway("listen = \"127.0.0.1:0\"")
+        .gateway("api_listen = \"127.0.0.1:9\"")
+        .gateway(format!("login_role_prefix = \"{prefix}\""))
+        .gateway("shutdown_timeout = \"1s\"")
+        .gateway(extra_gateway)
+        .person("carol", &["engineers"])
+        .extra(
+            r#"[[rule]]
 database = "app"
 actions = ["write"]
 objects = ["payments"]
@@ -155,8 +113,9 @@ database = "app"
 actions = ["call"]
 objects = ["public.as_writer"]
 role = "app_write"
-"#
-    )
+"#,
+        )
+        .toml()
 }
 
 /// [`config_text`] without any `[[rule]]`: the database decides everything.
@@ -237,9 +196,10 @@ impl Jitgate {
     pub async fn connect(&self, user: &str) -> (Client, mpsc::UnboundedReceiver<String>) {
         let (client, mut conn) = tokio_postgres::connect(
             &format!(
-                "host={} port={} dbname=app user={user} password={PW}",
+                "host={} port={} dbname=app user={user} password={}",
                 self.addr.ip(),
-                self.addr.port()
+                self.addr.port(),
+                password(user)
             ),
             NoTls,
         )
