@@ -100,13 +100,22 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
 
     let admin_password = random_password();
     let (host, port) = tcp_target(&base);
-    let (admin_role, pw) = (args.admin_role.clone(), admin_password.clone());
+    // A new admin role gets the generated password; an existing one keeps
+    // its own, which the file leaves for the operator to add.
+    let secret = if catalog.roles.contains_key(&args.admin_role) {
+        String::new()
+    } else {
+        format!(":{admin_password}")
+    };
+    let admin_role = args.admin_role.clone();
     let options = starter::Options {
         admin_role: args.admin_role.clone(),
         login_role_prefix: args.login_role_prefix.clone(),
         humans: args.humans.clone(),
         services: args.services.clone(),
-        admin_url: Box::new(move |db| format!("postgres://{admin_role}:{pw}@{host}:{port}/{db}")),
+        admin_url: Box::new(move |db| {
+            format!("postgres://{admin_role}{secret}@{host}:{port}/{db}")
+        }),
         source: format!(
             "{}@{}:{} (databases {})",
             base.get_user().unwrap_or_default(),
@@ -148,8 +157,13 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
         &admin_verifier,
         &args.login_role_prefix,
     );
-    write_private(&args.out, &text, args.force)?;
     let plan_file = plan_path(&args.out);
+    for f in [&args.out, &plan_file] {
+        if f.exists() && !args.force {
+            bail!("{} exists; pass --force to replace it", f.display());
+        }
+    }
+    write_private(&args.out, &text, args.force)?;
     write_private(
         &plan_file,
         &serde_json::to_string_pretty(&plan)?,

@@ -416,7 +416,8 @@ pub fn render(
         let base = s.baseline.get(&db.name).cloned().unwrap_or_default();
         let _ = writeln!(
             t,
-            "[[database]]\nname = {}\n# the gateway's admin role: CREATEROLE and ADMIN on the roles below (the plan creates it)\n\
+            "[[database]]\nname = {}\n# the gateway's admin role: CREATEROLE and ADMIN on the roles below (the plan \
+             creates it with this password; an existing one: add its password)\n\
              admin_url = {}\n# read-only roles people held: every user's login role gets them\nbaseline_roles = {}\n",
             q(&db.name),
             q(&(o.admin_url)(&db.name)),
