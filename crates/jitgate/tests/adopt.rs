@@ -453,3 +453,39 @@ fn tryton_made_by_its_own_migrations() {
     a.undo();
     assert_eq!(snapshot(&c, "tryton"), before);
 }
+
+#[test]
+fn several_databases_apply_and_undo() {
+    let c = Cluster::start(Options::default()).unwrap();
+    c.psql("postgres", "CREATE DATABASE app").unwrap();
+    c.psql("postgres", "CREATE DATABASE billing").unwrap();
+    c.psql(
+        "app",
+        "CREATE ROLE app_write NOLOGIN; CREATE ROLE bill_write NOLOGIN;
+         CREATE ROLE alice LOGIN PASSWORD 'alice-pw'; CREATE ROLE bob LOGIN PASSWORD 'bob-pw';
+         CREATE TABLE orders (id int); GRANT INSERT ON orders TO app_write;
+         GRANT app_write TO alice; GRANT bill_write TO bob;",
+    )
+    .unwrap();
+    c.psql(
+        "billing",
+        "CREATE TABLE invoices (id int); GRANT UPDATE ON invoices TO bill_write;",
+    )
+    .unwrap();
+    let before = (snapshot(&c, "app"), snapshot(&c, "billing"));
+    let a = Adoption::new(&c, "app");
+    let (_, text) = a.init(&["--db", "app", "--db", "billing", "--apply"]);
+    let cfg = config::Config::from_toml(&text).unwrap();
+    let dbs: Vec<&str> = cfg.databases.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(dbs, ["app", "billing"], "{text}");
+    let role_db: Vec<(&str, &str)> = cfg
+        .roles
+        .iter()
+        .map(|r| (r.name.as_str(), r.database.as_str()))
+        .collect();
+    assert_eq!(role_db, [("app_write", "app"), ("bill_write", "billing")], "{text}");
+    let o = a.policy_check_live();
+    assert!(o.status.success(), "unbacked rules: {}", out(&o));
+    a.undo();
+    assert_eq!((snapshot(&c, "app"), snapshot(&c, "billing")), before);
+}
