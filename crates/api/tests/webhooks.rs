@@ -209,8 +209,18 @@ async fn a_failing_receiver_gets_retries_and_nothing_is_lost_across_a_restart() 
     // design): go down only once the cursor has moved past it.
     let delivered = got[2].2["id"].as_i64().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while api.state.store.cursor(&format!("webhook:{url}")).await.unwrap() <= delivered {
-        assert!(std::time::Instant::now() < deadline, "the cursor never moved");
+    while api
+        .state
+        .store
+        .cursor(&format!("webhook:{url}"))
+        .await
+        .unwrap()
+        <= delivered
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cursor never moved"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The gateway goes down; meanwhile a request is cancelled and another filed.

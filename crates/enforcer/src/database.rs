@@ -2,7 +2,7 @@
 //! This module is the only place that writes GRANT or REVOKE.
 
 use policy::catalog::Builtins;
-use proxy::login_role::{quote_ident, Admin, ProvisionError};
+use proxy::login_role::{grant_sql, quote_ident, revoke_sql, Admin, ProvisionError};
 
 /// One membership to add or remove: `role` for `login_role`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -19,12 +19,7 @@ async fn execute(admin: &Admin, sql: &str) -> Result<(), ProvisionError> {
 }
 
 pub async fn grant(admin: &Admin, m: &Membership) -> Result<(), ProvisionError> {
-    let sql = format!(
-        "GRANT {} TO {}",
-        quote_ident(&m.role),
-        quote_ident(&m.login_role)
-    );
-    execute(admin, &sql).await
+    execute(admin, &grant_sql(&m.role, &m.login_role)).await
 }
 
 /// Revokes all of `ms` in one round trip (1,000 grants ending in the same
@@ -35,13 +30,7 @@ pub async fn revoke(admin: &Admin, ms: &[Membership]) -> Result<(), ProvisionErr
     }
     let sql: String = ms
         .iter()
-        .map(|m| {
-            format!(
-                "REVOKE {} FROM {};",
-                quote_ident(&m.role),
-                quote_ident(&m.login_role)
-            )
-        })
+        .map(|m| revoke_sql(&m.role, &m.login_role) + ";")
         .collect();
     execute(admin, &sql).await
 }

@@ -253,10 +253,9 @@ pub async fn blast_radius(
     let login_role = format!("{}{user}", cfg.gateway.login_role_prefix);
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
     tx.batch_execute(&format!(
-        "SET LOCAL statement_timeout = '3s'; GRANT {role_q} TO {login_q}; \
-         SET LOCAL ROLE {login_q}; SET TRANSACTION READ ONLY",
-        role_q = proxy::login_role::quote_ident(role),
-        login_q = proxy::login_role::quote_ident(&login_role),
+        "SET LOCAL statement_timeout = '3s'; {}; SET LOCAL ROLE {}; SET TRANSACTION READ ONLY",
+        proxy::login_role::grant_sql(role, &login_role),
+        proxy::login_role::quote_ident(&login_role),
     ))
     .await
     .map_err(|e| match e.as_db_error() {

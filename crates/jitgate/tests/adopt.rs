@@ -483,7 +483,11 @@ fn several_databases_apply_and_undo() {
         .iter()
         .map(|r| (r.name.as_str(), r.database.as_str()))
         .collect();
-    assert_eq!(role_db, [("app_write", "app"), ("bill_write", "billing")], "{text}");
+    assert_eq!(
+        role_db,
+        [("app_write", "app"), ("bill_write", "billing")],
+        "{text}"
+    );
     let o = a.policy_check_live();
     assert!(o.status.success(), "unbacked rules: {}", out(&o));
     a.undo();

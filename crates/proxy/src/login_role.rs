@@ -186,6 +186,18 @@ pub struct LoginRoles {
 pub use postgres_protocol::escape::escape_identifier as quote_ident;
 use postgres_protocol::escape::escape_literal as quote_literal;
 
+/// `GRANT role TO member`, quoted: the one spelling of a membership the
+/// gateway gives (baseline roles here, grants in the enforcer, the EXPLAIN
+/// preview's uncommitted one).
+pub fn grant_sql(role: &str, member: &str) -> String {
+    format!("GRANT {} TO {}", quote_ident(role), quote_ident(member))
+}
+
+/// `REVOKE role FROM member`, quoted.
+pub fn revoke_sql(role: &str, member: &str) -> String {
+    format!("REVOKE {} FROM {}", quote_ident(role), quote_ident(member))
+}
+
 impl LoginRoles {
     pub fn new(prefix: &str, credentials: Arc<Credentials>) -> LoginRoles {
         LoginRoles {
@@ -296,7 +308,7 @@ impl LoginRoles {
                     }
                 }
                 for role in &admin.baseline_roles {
-                    tx.batch_execute(&format!("GRANT {} TO {ident}", quote_ident(role)))
+                    tx.batch_execute(&grant_sql(role, &name))
                         .await
                         .map_err(|e| {
                             ProvisionError::Sql(format!(
