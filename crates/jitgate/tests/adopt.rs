@@ -493,3 +493,46 @@ fn several_databases_apply_and_undo() {
     a.undo();
     assert_eq!((snapshot(&c, "app"), snapshot(&c, "billing")), before);
 }
+
+#[test]
+fn doctor_names_a_state_store_that_can_lose_decisions() {
+    // A PostgreSQL store that does not flush, and a SQLite store in memory.
+    let c = Cluster::start(Options {
+        settings: vec!["fsync = off".into(), "synchronous_commit = off".into()],
+        ..Options::default()
+    })
+    .unwrap();
+    c.psql("postgres", "CREATE DATABASE state").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let doctor = |state: &str| {
+        let text = testkit::config::App::new(&c.url("postgres"))
+            .gateway(format!("state = \"{state}\""))
+            .toml()
+            .replace("baseline_roles = [\"app_read\"]", "");
+        let cfg = write(&dir, "doctor.toml", &text);
+        let o = Command::new(BIN)
+            .args(["doctor", "--config"])
+            .arg(&cfg)
+            .env("JITGATE_CLUSTER_SECRET", "a-test-secret-of-32-characters!!")
+            .output()
+            .unwrap();
+        (o.status.code(), out(&o))
+    };
+    let (code, report) = doctor(&c.url("state"));
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains("FIX  state store: fsync = off"), "{report}");
+    assert!(
+        report.contains("FIX  state store: synchronous_commit = off"),
+        "{report}"
+    );
+    // app_write does not exist in this cluster: named as a fix too.
+    assert!(
+        report.contains("FIX  app: role app_write (configured) does not exist"),
+        "{report}"
+    );
+    let (_, report) = doctor("sqlite:///dev/shm/jitgate-doctor-test.db");
+    assert!(
+        report.contains("is on tmpfs: decisions and the audit log are lost at reboot"),
+        "{report}"
+    );
+}
