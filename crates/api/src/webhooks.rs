@@ -64,7 +64,11 @@ pub fn link(public_url: &str, subject: &str) -> String {
 /// The body of one delivery.
 pub fn payload(w: &Webhook, event: &str, r: &AuditRecord, public_url: &str) -> Value {
     let link = link(public_url, &r.event.subject);
-    let text = crate::describe::line(r);
+    let mut text = crate::describe::line(r);
+    if r.event.severity == Severity::Alert && !text.starts_with("ALERT") {
+        // A refused statement, a failed sign-in: the page shows a badge; here, words.
+        text = format!("ALERT {text}");
+    }
     match w.format {
         WebhookFormat::Json => json!({
             "event": event, "id": r.seq, "at": r.event.at, "kind": r.event.kind,
@@ -263,6 +267,54 @@ mod tests {
         assert_eq!(
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn alerts_say_so_in_words() {
+        let text =
+            "[gateway]\n[[webhook]]\nurl = \"https://h/x\"\nformat = \"slack\"\nevents = [\"*\"]\n";
+        let w = &config::Config::from_toml(text).unwrap().webhooks[0];
+        let record = |ev: store::AuditEvent| AuditRecord {
+            seq: 7,
+            event: ev,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let failed = record(
+            store::AuditEvent::new(
+                chrono::Utc::now(),
+                Kind::AuthFailed,
+                "bob",
+                "user:bob".into(),
+                json!({}),
+            )
+            .alert(),
+        );
+        let event = event_name(&failed).unwrap();
+        assert_eq!(event, "alert.auth_failed");
+        let body = payload(w, &event, &failed, "https://j");
+        assert!(
+            body["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("ALERT failed sign-in as bob"),
+            "{body}"
+        );
+        let filed = record(store::AuditEvent::new(
+            chrono::Utc::now(),
+            Kind::RequestFiled,
+            "alice",
+            "request:1".into(),
+            json!({"role": "r", "database": "d"}),
+        ));
+        let body = payload(w, "request.filed", &filed, "https://j");
+        assert!(
+            body["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("alice asks for r on d"),
+            "{body}"
         );
     }
 }
