@@ -257,9 +257,9 @@ pub async fn check_live(cfg: &Config, database: &str) -> Result<Vec<RuleBacking>
     let db = cfg
         .database(database)
         .ok_or_else(|| format!("no [[database]] named `{database}`"))?;
-    let (client, conn) = db
-        .admin()
-        .connect(tokio_postgres::NoTls)
+    let (config, tls) = proxy::tls::admin_connection(db).map_err(|e| e.to_string())?;
+    let (client, conn) = config
+        .connect(tls)
         .await
         .map_err(|e| format!("connecting to `{database}` as its admin role: {e}"))?;
     tokio::spawn(conn);

@@ -29,9 +29,9 @@ async fn connect(cfg: &Config, db: &str) -> Result<tokio_postgres::Client, Strin
     let database = cfg
         .database(db)
         .ok_or_else(|| format!("no [[database]] named `{db}` in the configuration"))?;
-    let (client, conn) = database
-        .admin()
-        .connect(tokio_postgres::NoTls)
+    let (config, tls) = proxy::tls::admin_connection(database).map_err(|e| e.to_string())?;
+    let (client, conn) = config
+        .connect(tls)
         .await
         .map_err(|e| format!("connecting to `{db}` as its admin role: {e}"))?;
     tokio::spawn(conn);

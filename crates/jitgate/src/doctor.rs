@@ -63,7 +63,11 @@ async fn database(cfg: &Config, name: &str, out: &mut Vec<Finding>) {
     let Some(db) = cfg.database(name) else {
         return;
     };
-    let client = match db.admin().connect(tokio_postgres::NoTls).await {
+    let (config, tls) = match pgtls::admin_connection(db) {
+        Ok(x) => x,
+        Err(e) => return say(out, Level::Fix, format!("{name}: TLS settings: {e}")),
+    };
+    let client = match config.connect(tls).await {
         Ok((client, conn)) => {
             tokio::spawn(conn);
             client
@@ -325,8 +329,8 @@ async fn state_store(cfg: &Config, out: &mut Vec<Finding>) {
         return;
     }
     let store_url = url.split('?').next().unwrap_or(url);
-    let (client, conn) = match url.parse::<tokio_postgres::Config>() {
-        Ok(c) => match c.connect(tokio_postgres::NoTls).await {
+    let (client, conn) = match pgtls::postgres(url) {
+        Ok((c, tls)) => match c.connect(tls).await {
             Ok(x) => x,
             Err(e) => {
                 return say(
@@ -336,7 +340,7 @@ async fn state_store(cfg: &Config, out: &mut Vec<Finding>) {
                 )
             }
         },
-        Err(e) => return say(out, Level::Fix, format!("state store: {e}")),
+        Err(e) => return say(out, Level::Fix, format!("state store {store_url}: {e}")),
     };
     tokio::spawn(conn);
     for (setting, bad) in [

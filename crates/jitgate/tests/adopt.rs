@@ -536,3 +536,78 @@ fn doctor_names_a_state_store_that_can_lose_decisions() {
         "{report}"
     );
 }
+
+#[test]
+fn a_database_that_accepts_only_tls() {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let cert = ck.cert.pem();
+    let c = Cluster::start(Options {
+        tls: Some((cert.clone(), ck.signing_key.serialize_pem())),
+        hba: vec!["hostnossl app all 127.0.0.1/32 reject".into()],
+        settings: vec![],
+    })
+    .unwrap();
+    c.psql("postgres", "CREATE DATABASE app").unwrap();
+    c.psql(
+        "app",
+        "CREATE ROLE app_write NOLOGIN; CREATE TABLE orders (id int);
+         GRANT INSERT ON orders TO app_write;
+         CREATE ROLE alice LOGIN PASSWORD 'alice-pw'; CREATE ROLE bob LOGIN PASSWORD 'bob-pw';
+         GRANT app_write TO alice;",
+    )
+    .unwrap();
+    let a = Adoption::new(&c, "app");
+    let ca = a.dir.path().join("ca.pem");
+    std::fs::write(&ca, &cert).unwrap();
+    // Plaintext is refused by the server, and init says why.
+    let o = jitgate(&[
+        "init",
+        "--admin-url",
+        &format!("{}?sslmode=disable", c.url("app")),
+        "--out",
+        &a.dir.path().join("plain.toml").display().to_string(),
+    ]);
+    assert!(
+        !o.status.success() && out(&o).contains("no encryption"),
+        "{}",
+        out(&o)
+    );
+    // verify-full with the server's CA: read, applied; the file keeps the TLS settings.
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        c.url("app"),
+        ca.display()
+    );
+    let o = ok(jitgate(&[
+        "init",
+        "--admin-url",
+        &url,
+        "--out",
+        &a.out.display().to_string(),
+        "--apply",
+    ]));
+    assert!(o.contains("one transaction"), "{o}");
+    let text = std::fs::read_to_string(&a.out).unwrap();
+    assert!(text.contains("tls = \"verify-full\""), "{text}");
+    assert!(text.contains("tls_ca_file = "), "{text}");
+    // policy check --live and doctor reach it the same way.
+    let o = a.policy_check_live();
+    assert!(o.status.success(), "{}", out(&o));
+    let report = out(&jitgate(&[
+        "doctor",
+        "--config",
+        &a.out.display().to_string(),
+    ]));
+    assert!(
+        report.contains("ok   app: every rule is backed by the database (1)"),
+        "{report}"
+    );
+    ok(jitgate(&[
+        "init",
+        "--undo",
+        "--admin-url",
+        &url,
+        "--plan",
+        &a.plan(),
+    ]));
+}

@@ -227,3 +227,58 @@ mod tests {
         assert!(split_url("postgres://h/db?sslmode=sometimes").is_err());
     }
 }
+
+pub use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// A `postgres://` URL with libpq's `sslmode`/`sslrootcert`, as tokio-postgres
+/// settings and the TLS connector they need: the one way the state store,
+/// `jitgate init` and `jitgate doctor` reach a database by URL.
+pub fn postgres(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect), UrlError> {
+    let split = split_url(url)?;
+    let mut config: tokio_postgres::Config = split
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| UrlError::Url(e.to_string()))?;
+    let (mode, tls) = connector(split.mode, split.root_cert.as_deref())?;
+    config.ssl_mode(mode);
+    Ok((config, tls))
+}
+
+/// A configured database's admin connection (`admin_url`), with TLS as its
+/// `tls` and `tls_ca_file` say: for `scan`, `policy check --live`, `doctor`.
+pub fn admin_connection(
+    db: &config::Database,
+) -> Result<(tokio_postgres::Config, MakeRustlsConnect), TlsSetupError> {
+    let mut config = db.admin().clone();
+    let (mode, tls) = connector(db.tls, db.tls_ca_file.as_deref())?;
+    config.ssl_mode(mode);
+    Ok((config, tls))
+}
+
+/// tokio-postgres's mode and the connector for a libpq `sslmode`.
+fn connector(
+    mode: UpstreamTls,
+    root_cert: Option<&Path>,
+) -> Result<(tokio_postgres::config::SslMode, MakeRustlsConnect), TlsSetupError> {
+    use tokio_postgres::config::SslMode;
+    let ssl_mode = match mode {
+        UpstreamTls::Disable => SslMode::Disable,
+        UpstreamTls::Prefer => SslMode::Prefer,
+        _ => SslMode::Require,
+    };
+    // `disable` never uses it; the others need one.
+    let mode = match mode {
+        UpstreamTls::Disable => UpstreamTls::Require,
+        m => m,
+    };
+    let tls = client_config(mode, root_cert)?.expect("not disable");
+    Ok((ssl_mode, MakeRustlsConnect::new((*tls).clone())))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error("not a PostgreSQL connection URL: {0}")]
+    Url(String),
+}

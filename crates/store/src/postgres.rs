@@ -41,16 +41,7 @@ pub(crate) struct Target {
 impl Target {
     pub fn from_url(url: &str) -> Result<Target, StoreError> {
         let bad = |e: String| StoreError::BadUrl(format!("{url}: {e}"));
-        let split = pgtls::split_url(url).map_err(|e| bad(e.to_string()))?;
-        let mut config: tokio_postgres::Config = split
-            .url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| bad(e.to_string()))?;
-        config.ssl_mode(match split.mode {
-            config::UpstreamTls::Disable => tokio_postgres::config::SslMode::Disable,
-            config::UpstreamTls::Prefer => tokio_postgres::config::SslMode::Prefer,
-            _ => tokio_postgres::config::SslMode::Require,
-        });
+        let (mut config, tls) = pgtls::postgres(url).map_err(|e| bad(e.to_string()))?;
         config.connect_timeout(CONNECT_WAIT);
         // A server that vanished without closing the connection (a network
         // partition) is noticed within about half a minute.
@@ -59,18 +50,7 @@ impl Target {
         if config.get_application_name().is_none() {
             config.application_name("jitgate");
         }
-        // `disable` never uses it; the others need one.
-        let mode = match split.mode {
-            config::UpstreamTls::Disable => config::UpstreamTls::Require,
-            m => m,
-        };
-        let tls = pgtls::client_config(mode, split.root_cert.as_deref())
-            .map_err(|e| bad(e.to_string()))?
-            .expect("not disable");
-        Ok(Target {
-            config,
-            tls: MakeRustlsConnect::new((*tls).clone()),
-        })
+        Ok(Target { config, tls })
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 pub struct InitArgs {
     pub admin_url: String,
@@ -25,8 +25,10 @@ pub struct InitArgs {
     pub services: Vec<String>,
 }
 
-async fn connect(config: &Config) -> anyhow::Result<Client> {
-    let (client, conn) = config.connect(NoTls).await.with_context(|| {
+/// A connection to `config` with TLS as the admin URL's `sslmode` asks.
+async fn connect(target: &Target) -> anyhow::Result<Client> {
+    let (config, tls) = target;
+    let (client, conn) = config.connect(tls.clone()).await.with_context(|| {
         format!(
             "connecting to database {:?} as {:?}",
             config.get_dbname().unwrap_or_default(),
@@ -37,9 +39,17 @@ async fn connect(config: &Config) -> anyhow::Result<Client> {
     Ok(client)
 }
 
-fn parse_url(url: &str) -> anyhow::Result<Config> {
-    url.parse::<Config>()
-        .with_context(|| format!("--admin-url {url:?} is not a PostgreSQL connection URL"))
+type Target = (Config, pgtls::MakeRustlsConnect);
+
+fn parse_url(url: &str) -> anyhow::Result<Target> {
+    pgtls::postgres(url).with_context(|| format!("--admin-url {url:?}"))
+}
+
+/// The same target, another database.
+fn in_database(target: &Target, db: &str) -> Target {
+    let mut t = target.clone();
+    t.0.dbname(db);
+    t
 }
 
 fn random_password() -> String {
@@ -78,9 +88,10 @@ fn write_private(path: &Path, text: &str, force: bool) -> anyhow::Result<()> {
 pub async fn init(args: InitArgs) -> anyhow::Result<()> {
     let base = parse_url(&args.admin_url)?;
     let main_db = base
+        .0
         .get_dbname()
         .map(String::from)
-        .or_else(|| base.get_user().map(String::from))
+        .or_else(|| base.0.get_user().map(String::from))
         .unwrap_or_else(|| "postgres".into());
     let databases = if args.databases.is_empty() {
         vec![main_db]
@@ -90,16 +101,14 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
     let client = connect(&base).await?;
     let mut catalog = catalog::read_cluster(&client).await?;
     for db in &databases {
-        let mut c = base.clone();
-        c.dbname(db);
-        let db_client = connect(&c).await?;
+        let db_client = connect(&in_database(&base, db)).await?;
         catalog
             .databases
             .push(catalog::read_database(&db_client, db).await?);
     }
 
     let admin_password = random_password();
-    let (host, port) = tcp_target(&base);
+    let (host, port) = tcp_target(&base.0);
     // A new admin role gets the generated password; an existing one keeps
     // its own, which the file leaves for the operator to add.
     let secret = if catalog.roles.contains_key(&args.admin_role) {
@@ -108,7 +117,20 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
         format!(":{admin_password}")
     };
     let admin_role = args.admin_role.clone();
+    // The gateway reaches the database as init did: the same sslmode.
+    let split = pgtls::split_url(&args.admin_url)?;
+    let mut tls_lines = match split.mode {
+        config::UpstreamTls::Disable => "tls = \"disable\"\n".to_string(),
+        config::UpstreamTls::Prefer => String::new(),
+        config::UpstreamTls::Require => "tls = \"require\"\n".to_string(),
+        config::UpstreamTls::VerifyFull => "tls = \"verify-full\"\n".to_string(),
+    };
+    if let (config::UpstreamTls::VerifyFull, Some(ca)) = (split.mode, &split.root_cert) {
+        let ca = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone());
+        tls_lines += &format!("tls_ca_file = {}\n", starter::q(&ca.display().to_string()));
+    }
     let options = starter::Options {
+        tls_lines,
         admin_role: args.admin_role.clone(),
         login_role_prefix: args.login_role_prefix.clone(),
         humans: args.humans.clone(),
@@ -118,9 +140,9 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
         }),
         source: format!(
             "{}@{}:{} (databases {})",
-            base.get_user().unwrap_or_default(),
-            tcp_target(&base).0,
-            tcp_target(&base).1,
+            base.0.get_user().unwrap_or_default(),
+            tcp_target(&base.0).0,
+            tcp_target(&base.0).1,
             databases.join(", ")
         ),
     };
@@ -320,9 +342,7 @@ pub async fn undo(admin_url: &str, plan_file: &Path) -> anyhow::Result<()> {
         .collect();
     if !owners.is_empty() {
         for db in &plan.databases {
-            let mut c = base.clone();
-            c.dbname(db);
-            connect(&c)
+            connect(&in_database(&base, db))
                 .await?
                 .batch_execute(&format!("DROP OWNED BY {}", owners_sql.join(", ")))
                 .await

@@ -32,6 +32,9 @@ pub struct Options {
     pub admin_url: Box<dyn Fn(&str) -> String>,
     /// Where it came from, for the file's header.
     pub source: String,
+    /// `[[database]]` lines for TLS, as the admin URL's `sslmode` asked
+    /// (`tls = "require"`, ...); empty for libpq's default.
+    pub tls_lines: String,
 }
 
 pub struct Person {
@@ -375,7 +378,7 @@ fn config_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
-fn q(s: &str) -> String {
+pub fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
@@ -418,9 +421,10 @@ pub fn render(
             t,
             "[[database]]\nname = {}\n# the gateway's admin role: CREATEROLE and ADMIN on the roles below (the plan \
              creates it with this password; an existing one: add its password)\n\
-             admin_url = {}\n# read-only roles people held: every user's login role gets them\nbaseline_roles = {}\n",
+             admin_url = {}\n{}# read-only roles people held: every user's login role gets them\nbaseline_roles = {}\n",
             q(&db.name),
             q(&(o.admin_url)(&db.name)),
+            o.tls_lines,
             list(&base)
         );
     }
