@@ -1,10 +1,12 @@
 //! `jitgate init`: adopt an existing PostgreSQL. Reads the cluster
-//! (`catalog`), derives a starter configuration (`starter`) and the SQL that
-//! makes it true (`plan`), writes both, prints the plan, and runs it only
-//! with `--apply`. `jitgate init --undo` restores the catalog from the plan.
+//! (`catalog`), derives a starter configuration (`starter`, written out as
+//! TOML by `render`) and the SQL that makes it true (`plan`), writes both,
+//! prints the plan, and runs it only with `--apply`. `jitgate init --undo`
+//! restores the catalog from the plan.
 
 pub mod catalog;
 pub mod plan;
+pub mod render;
 pub mod starter;
 
 use anyhow::{bail, Context};
@@ -127,7 +129,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
     };
     if let (config::UpstreamTls::VerifyFull, Some(ca)) = (split.mode, &split.root_cert) {
         let ca = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone());
-        tls_lines += &format!("tls_ca_file = {}\n", starter::q(&ca.display().to_string()));
+        tls_lines += &format!("tls_ca_file = {}\n", render::q(&ca.display().to_string()));
     }
     let options = starter::Options {
         tls_lines,
@@ -167,7 +169,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<()> {
         );
         shown.insert(n, pw);
     }
-    let text = starter::render(&derived, &catalog, &options, &verifiers);
+    let text = render::render(&derived, &catalog, &options, &verifiers);
     // Never write what jitgate would not load.
     config::Config::from_toml(&text)
         .map_err(|e| anyhow::anyhow!("the starter configuration does not load (a bug): {e}"))?;
