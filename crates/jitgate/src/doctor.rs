@@ -136,13 +136,7 @@ async fn database(cfg: &Config, name: &str, out: &mut Vec<Finding>) {
 fn reason(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => d.message().to_string(),
-        None => {
-            let mut text = e.to_string();
-            if let Some(s) = std::error::Error::source(e) {
-                text = format!("{text}: {s}");
-            }
-            text
-        }
+        None => store::described(e),
     }
 }
 

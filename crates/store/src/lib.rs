@@ -54,7 +54,7 @@ impl From<tokio_postgres::Error> for StoreError {
 
 /// An error and its causes, as one line: `tokio_postgres` and `deadpool`
 /// print only their own layer ("db error"), the reason is in the sources.
-pub(crate) fn described(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn described(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

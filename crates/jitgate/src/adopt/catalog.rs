@@ -48,8 +48,6 @@ pub struct Abilities {
     pub create: BTreeSet<String>,
     /// `schema.name` of relations whose owner's rights it has.
     pub owns: BTreeSet<String>,
-    /// Whether it may SELECT something PUBLIC may not.
-    pub reads: bool,
     /// Powerful predefined roles it has the rights of.
     pub predefined: BTreeSet<String>,
 }
@@ -187,7 +185,7 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
 ORDER BY 1";
 
-/// Per role and user relation: write, read beyond PUBLIC, owner's rights.
+/// Per role and user relation: write beyond PUBLIC, owner's rights.
 const TABLE_ABILITIES: &str = "
 WITH rel AS (
   SELECT c.oid, n.nspname::text || '.' || c.relname::text AS name, c.relowner
@@ -197,8 +195,6 @@ WITH rel AS (
 SELECT r.rolname::text, rel.name,
        has_table_privilege(r.oid, rel.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
          AND NOT has_table_privilege('public', rel.oid, 'INSERT, UPDATE, DELETE, TRUNCATE'),
-       has_table_privilege(r.oid, rel.oid, 'SELECT')
-         AND NOT has_table_privilege('public', rel.oid, 'SELECT'),
        pg_has_role(r.oid, rel.relowner, 'USAGE')
 FROM pg_roles r, rel
 WHERE r.rolname !~ '^pg_' AND NOT r.rolsuper
@@ -260,8 +256,7 @@ pub async fn read_database(client: &Client, name: &str) -> Result<Database, toki
         if r.get(2) {
             a.write.insert(rel.clone());
         }
-        a.reads |= r.get::<_, bool>(3);
-        if r.get(4) {
+        if r.get(3) {
             a.owns.insert(rel);
         }
     }
