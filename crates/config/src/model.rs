@@ -22,6 +22,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     #[serde(default, rename = "webhook")]
     pub webhooks: Vec<Webhook>,
+    #[serde(default, rename = "identity_provider")]
+    pub identity_providers: Vec<IdentityProvider>,
 }
 
 impl Config {
@@ -31,6 +33,10 @@ impl Config {
 
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.iter().find(|u| u.name == name)
+    }
+
+    pub fn identity_provider(&self, name: &str) -> Option<&IdentityProvider> {
+        self.identity_providers.iter().find(|p| p.name == name)
     }
 }
 
@@ -139,6 +145,15 @@ pub struct Gateway {
     /// 0: one per core, for a dedicated gateway host with many clients.
     #[serde(default = "one_usize")]
     pub worker_threads: usize,
+    /// Whether `[[user]]` passwords are accepted (web UI, API and the wire).
+    /// `false` with an identity provider: people sign in only through it
+    /// (turn it back on for break-glass local accounts).
+    #[serde(default = "yes")]
+    pub password_login: bool,
+    /// A connection secret (`jitgate db-login`) works this long at most, and
+    /// never beyond the sign-in it was issued under.
+    #[serde(default = "d_8h", deserialize_with = "duration")]
+    pub connection_secret_ttl: Duration,
 }
 
 fn default_working_days() -> Vec<String> {
@@ -284,6 +299,61 @@ pub struct User {
     /// The verifier used for authentication (filled in by validation).
     #[serde(skip)]
     pub scram: Option<ScramVerifier>,
+}
+
+/// `[[identity_provider]]`: an OpenID Connect provider people sign in with.
+/// People it vouches for need no `[[user]]`: their name comes from
+/// `username_claim`, their groups from `groups_claim` through `group_map`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProvider {
+    /// In URLs (`/ui/login/oidc/{name}`) and on the login page.
+    pub name: String,
+    /// The issuer URL; `{issuer}/.well-known/openid-configuration` is read.
+    pub issuer: String,
+    pub client_id: String,
+    /// The client secret (or `client_secret_file`).
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID token (or userinfo) claim listing the person's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// The claim naming the person: `email` (its part before `@`), or any
+    /// string claim such as `preferred_username`.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// `{ "idp group" = "jitgate group" }`; people in no mapped group cannot
+    /// sign in.
+    #[serde(default)]
+    pub group_map: std::collections::BTreeMap<String, String>,
+    /// Email domains accepted (empty: any); the email must be verified.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// A sign-in lasts at most this long; groups are read again at the next.
+    #[serde(default = "d_12h", deserialize_with = "duration")]
+    pub max_session_age: Duration,
+}
+
+impl IdentityProvider {
+    /// The client secret, from the file when one is named.
+    pub fn secret(&self) -> std::io::Result<Option<String>> {
+        match &self.client_secret_file {
+            Some(f) => Ok(Some(std::fs::read_to_string(f)?.trim().to_string())),
+            None => Ok(self.client_secret.clone()),
+        }
+    }
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(String::from).to_vec()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_username_claim() -> String {
+    "email".into()
 }
 
 /// `[[role]]`: a privileged database role jitgate manages.
@@ -457,6 +527,12 @@ fn d_15m() -> Duration {
 }
 fn d_1h() -> Duration {
     Duration::from_secs(3600)
+}
+fn d_8h() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn d_12h() -> Duration {
+    Duration::from_secs(12 * 3600)
 }
 
 fn yes() -> bool {

@@ -71,6 +71,7 @@ pub(crate) fn validate(mut cfg: Config, text: &str) -> Result<Config, ConfigErro
     let roles = roles(&c, &cfg.roles, &dbs, &groups)?;
     rules(&c, &cfg.rules, &dbs, &roles)?;
     webhooks(&c, &cfg.webhooks)?;
+    identity_providers(&c, &cfg, &groups)?;
     Ok(cfg)
 }
 
@@ -459,6 +460,83 @@ fn webhooks(c: &Checker, list: &[Webhook]) -> Result<(), ConfigError> {
                 "name the events to send, e.g. [\"request.*\", \"grant.*\", \"alert.*\"]".into(),
             ));
         }
+    }
+    Ok(())
+}
+
+/// `[[identity_provider]]`: names, issuer URLs, a secret, mapped groups; and
+/// someone must be able to sign in when passwords are off.
+fn identity_providers(
+    c: &Checker,
+    cfg: &Config,
+    groups: &HashSet<&str>,
+) -> Result<(), ConfigError> {
+    let mut names = HashSet::new();
+    for (i, p) in cfg.identity_providers.iter().enumerate() {
+        let err = |key: &str, message: String| c.err("identity_provider", Some(i), key, message);
+        if !is_plain_name(&p.name, 40) || !names.insert(p.name.as_str()) {
+            return Err(err(
+                "name",
+                format!("`{}` must be unique and plain (letters, digits, _ - .)", p.name),
+            ));
+        }
+        let loopback = ["http://127.", "http://localhost:", "http://localhost/", "http://[::1]"]
+            .iter()
+            .any(|l| p.issuer.starts_with(l));
+        if !(p.issuer.starts_with("https://") || loopback) {
+            return Err(err(
+                "issuer",
+                format!(
+                    "`{}` must be an https:// URL (http:// only on loopback, for tests)",
+                    p.issuer
+                ),
+            ));
+        }
+        if p.client_id.is_empty() {
+            return Err(err("client_id", "must not be empty".into()));
+        }
+        if p.client_secret.is_some() && p.client_secret_file.is_some() {
+            return Err(err(
+                "client_secret_file",
+                "give client_secret or client_secret_file, not both".into(),
+            ));
+        }
+        if !p.scopes.iter().any(|s| s == "openid") {
+            return Err(err(
+                "scopes",
+                "must include \"openid\" (an ID token is what signs people in)".into(),
+            ));
+        }
+        if p.group_map.is_empty() {
+            return Err(err(
+                "group_map",
+                "map at least one provider group to a jitgate group, e.g. { \"db-admins\" = \"dba\" }: \
+                 people in no mapped group cannot sign in"
+                    .into(),
+            ));
+        }
+        if let Some(g) = p.group_map.values().find(|g| !groups.contains(g.as_str())) {
+            return Err(err(
+                "group_map",
+                format!("unknown group `{g}` (declare it with [[group]])"),
+            ));
+        }
+        if p.groups_claim.is_empty() || p.username_claim.is_empty() {
+            return Err(err(
+                "groups_claim",
+                "groups_claim and username_claim must name claims".into(),
+            ));
+        }
+    }
+    if !cfg.gateway.password_login && cfg.identity_providers.is_empty() {
+        return Err(c.err(
+            "gateway",
+            None,
+            "password_login",
+            "with password_login = false people sign in only through an \
+             [[identity_provider]]; configure one, or keep passwords on"
+                .into(),
+        ));
     }
     Ok(())
 }

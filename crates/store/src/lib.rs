@@ -220,6 +220,24 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
     async fn revoke_token(&self, hash: &str, audit: Vec<AuditEvent>) -> Result<bool, StoreError>;
+    /// Records: small named values with an expiry, for what sign-in keeps
+    /// between requests (pending sign-ins, identities, connection secrets)
+    /// so that any replica can continue it. Writes (or replaces) `key` with
+    /// `audit`, and drops expired records, in one transaction.
+    async fn put_record(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: Time,
+        audit: Vec<AuditEvent>,
+    ) -> Result<(), StoreError>;
+    /// The value of `key` unless it has expired by `now`.
+    async fn record(&self, key: &str, now: Time) -> Result<Option<String>, StoreError>;
+    /// Deletes `key`, returning its value if it had not expired by `now`:
+    /// of two callers taking the same key, one gets it.
+    async fn take_record(&self, key: &str, now: Time) -> Result<Option<String>, StoreError>;
+    /// Every unexpired record whose key starts with `prefix`, as (key, value).
+    async fn records(&self, prefix: &str, now: Time) -> Result<Vec<(String, String)>, StoreError>;
 }
 
 /// Opens the store named by `[gateway] state`.
@@ -274,6 +292,11 @@ CREATE TABLE IF NOT EXISTS tokens (
     username TEXT NOT NULL,
     expires_at TEXT NOT NULL,
     revoked BOOLEAN NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    expires_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,

@@ -578,4 +578,64 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(n == 1)
     }
+
+    async fn put_record(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: Time,
+        audit: Vec<AuditEvent>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = write_tx(&mut client).await?;
+        let now = audit::time_text(&chrono::Utc::now());
+        tx.execute("DELETE FROM records WHERE expires_at < $1", &[&now])
+            .await?;
+        tx.execute(
+            "INSERT INTO records (key, value, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+            &[&key, &value, &audit::time_text(&expires_at)],
+        )
+        .await?;
+        append(&tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record(&self, key: &str, now: Time) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT value FROM records WHERE key = $1 AND expires_at > $2",
+                &[&key, &audit::time_text(&now)],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn take_record(&self, key: &str, now: Time) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "DELETE FROM records WHERE key = $1 RETURNING value, expires_at",
+                &[&key],
+            )
+            .await?;
+        let now = audit::time_text(&now);
+        Ok(row
+            .filter(|r| r.get::<_, String>(1) > now)
+            .map(|r| r.get(0)))
+    }
+
+    async fn records(&self, prefix: &str, now: Time) -> Result<Vec<(String, String)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT key, value FROM records WHERE starts_with(key, $1) AND expires_at > $2 \
+                 ORDER BY key",
+                &[&prefix, &audit::time_text(&now)],
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
 }

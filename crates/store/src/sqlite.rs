@@ -547,4 +547,74 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn put_record(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: Time,
+        audit: Vec<AuditEvent>,
+    ) -> Result<(), StoreError> {
+        let (key, value) = (key.to_string(), value.to_string());
+        let now = audit::time_text(&chrono::Utc::now());
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            tx.execute("DELETE FROM records WHERE expires_at < ?1", [now])?;
+            tx.execute(
+                "INSERT INTO records (key, value, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                params![key, value, audit::time_text(&expires_at)],
+            )?;
+            append(&tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record(&self, key: &str, now: Time) -> Result<Option<String>, StoreError> {
+        let (key, now) = (key.to_string(), audit::time_text(&now));
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT value FROM records WHERE key = ?1 AND expires_at > ?2",
+                    [key, now],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn take_record(&self, key: &str, now: Time) -> Result<Option<String>, StoreError> {
+        let (key, now) = (key.to_string(), audit::time_text(&now));
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let value: Option<(String, String)> = tx
+                .query_row(
+                    "DELETE FROM records WHERE key = ?1 RETURNING value, expires_at",
+                    [key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            tx.commit()?;
+            Ok(value.filter(|(_, exp)| *exp > now).map(|(v, _)| v))
+        })
+        .await
+    }
+
+    async fn records(&self, prefix: &str, now: Time) -> Result<Vec<(String, String)>, StoreError> {
+        let (prefix, now) = (prefix.to_string(), audit::time_text(&now));
+        self.run(move |conn| {
+            let rows = conn
+                .prepare(
+                    "SELECT key, value FROM records WHERE substr(key, 1, length(?1)) = ?1 \
+                     AND expires_at > ?2 ORDER BY key",
+                )?
+                .query_map([prefix, now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
 }

@@ -128,4 +128,26 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.revoke_token(hash, a).await
     }
+    async fn put_record(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: Time,
+        a: Vec<AuditEvent>,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_record(key, value, expires_at, a).await
+    }
+    async fn record(&self, key: &str, now: Time) -> Result<Option<String>, StoreError> {
+        self.check()?;
+        self.inner.record(key, now).await
+    }
+    async fn take_record(&self, key: &str, now: Time) -> Result<Option<String>, StoreError> {
+        self.check()?;
+        self.inner.take_record(key, now).await
+    }
+    async fn records(&self, prefix: &str, now: Time) -> Result<Vec<(String, String)>, StoreError> {
+        self.check()?;
+        self.inner.records(prefix, now).await
+    }
 }
