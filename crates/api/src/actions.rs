@@ -131,6 +131,14 @@ pub async fn password_login(
     password: &str,
 ) -> Result<(String, policy::Time), ApiError> {
     let now = state.clock.now();
+    if !state.config.gateway.password_login {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "password_login_off",
+            "password login is turned off on this gateway: sign in with your identity provider \
+             (web UI, or `jitgate login --sso`)",
+        ));
+    }
     if state.login_attempts.throttled(user, now) {
         // Not even checked: guessing stops, and the audit log is not flooded.
         return Err(ApiError::new(

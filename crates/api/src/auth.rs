@@ -40,21 +40,46 @@ pub fn check_password(state: &AppState, user: &str, password: &str) -> bool {
 
 /// Issues a token for `user` (password already checked) and audits the login.
 pub async fn issue(state: &AppState, user: &str) -> Result<(String, policy::Time), ApiError> {
+    issue_with(state, user, crate::TOKEN_TTL, serde_json::json!({})).await
+}
+
+/// Issues a token living `ttl` and audits the
+/// login with `detail` (plus `expires_at`).
+pub async fn issue_with(
+    state: &AppState,
+    user: &str,
+    ttl: chrono::Duration,
+    detail: serde_json::Value,
+) -> Result<(String, policy::Time), ApiError> {
     let token = format!("jg_{}", B64.encode(rand::random::<[u8; 32]>()));
     let now = state.clock.now();
-    let expires_at = now + crate::TOKEN_TTL;
+    let expires_at = now + ttl;
     let events = vec![AuditEvent::new(
         now,
         Kind::AuthLogin,
         user,
         format!("user:{user}"),
-        serde_json::json!({"expires_at": expires_at}),
-    )];
+        detail,
+    )
+    .with_detail("expires_at", serde_json::json!(expires_at))];
     state
         .store
         .insert_token(&token_hash(&token), user, expires_at, events)
         .await?;
     Ok((token, expires_at))
+}
+
+/// For people from an identity provider: what it said at their latest
+/// sign-in, which may have happened on another replica (groups taken away
+/// there apply here at the next request).
+pub async fn refresh_person(state: &AppState, user: &str) -> Result<(), store::StoreError> {
+    if state.config.identity_providers.is_empty() || state.policy.is_configured(user) {
+        return Ok(());
+    }
+    if let Some(person) = store::people::identity(&*state.store, user, state.clock.now()).await? {
+        state.policy.vouch(user, person);
+    }
+    Ok(())
 }
 
 /// The authenticated caller of a request.
@@ -82,6 +107,9 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
         let hash = token_hash(token.trim());
         let row = state.store.token(&hash).await?;
+        if let Some(row) = &row {
+            refresh_person(state, &row.user).await?;
+        }
         match row {
             Some(row)
                 if !row.revoked

@@ -31,7 +31,11 @@ pub fn line(r: &AuditRecord) -> String {
         other => other.to_string(),
     };
     let has = |k: &str| !d[k].is_null() && d[k] != "";
-    let who = &e.actor;
+    // People from an identity provider: their subject there, next to the name.
+    let who = &match (&d["idp"]["subject"], &d["idp"]["issuer"]) {
+        (Value::String(sub), Value::String(iss)) => format!("{} ({sub} at {iss})", e.actor),
+        _ => e.actor.clone(),
+    };
     let on = subject(&e.subject);
     let why = |k: &str| {
         if has(k) {
@@ -95,6 +99,11 @@ pub fn line(r: &AuditRecord) -> String {
         Kind::AuthLogout => format!("{who} signed out"),
         Kind::AuthFailed => format!("failed sign-in as {who}{}", why("reason")),
         Kind::AuthThrottled => format!("sign-ins as {who} throttled after repeated failures"),
+        Kind::AuthRefused => format!("sign-in through {} refused{}", s("provider"), why("reason")),
+        Kind::AuthConnectionSecret => {
+            format!("{who} got a connection secret until {}", s("expires_at"))
+        }
+        Kind::AuthConnectionSecretRevoked => format!("{who}'s connection secret revoked"),
         Kind::CredentialsRotated => {
             format!("login-role passwords moved to a new epoch{}", why("why"))
         }

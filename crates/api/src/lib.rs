@@ -11,6 +11,8 @@
 //! - [`metrics`]: Prometheus text at `/metrics`.
 //! - [`ui`]: server-rendered pages, cookie sessions, CSRF, server-sent events.
 //! - [`webhooks`]: events from the audit log to receivers, signed, retried.
+//! - [`sso`]: sign-in through OpenID Connect providers (browser, CLI device
+//!   flow) and connection secrets for database clients.
 //! - [`inspect`]: the database look-ups the UI needs (plugged in by `serve`).
 //!
 //! Authorization: requesters see their own requests and grants; approvers see
@@ -27,6 +29,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod sso;
 pub mod ui;
 pub mod webhooks;
 
@@ -67,7 +70,8 @@ pub struct AppState {
     pub draining: tokio_util::sync::CancellationToken,
     /// This replica among those of the state store (set by `jitgate serve`;
     /// alone otherwise).
-    pub cluster: std::sync::OnceLock<Arc<store::Cluster>>,
+    pub cluster: std::sync::OnceLock<Arc<store::Cluster>>,    /// `[[identity_provider]]`s, discovered on first use.
+    pub sso: sso::Providers,
 }
 
 impl AppState {
@@ -78,7 +82,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> Arc<AppState> {
         Arc::new(AppState {
-            config,
+            config: config.clone(),
             policy,
             store,
             clock,
@@ -91,6 +95,7 @@ impl AppState {
             closing: tokio_util::sync::CancellationToken::new(),
             draining: tokio_util::sync::CancellationToken::new(),
             cluster: std::sync::OnceLock::new(),
+            sso: sso::Providers::new(&config),
         })
     }
 
@@ -110,6 +115,7 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     routes::router()
         .merge(ui::router())
+        .merge(sso::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             notify_changes,

@@ -46,6 +46,17 @@ impl ScramVerifier {
         stored.ct_eq(&self.stored_key).into()
     }
 
+    /// The text form [`ScramVerifier::parse`] reads (as in pg_authid.rolpassword).
+    pub fn encoded(&self) -> String {
+        format!(
+            "SCRAM-SHA-256${}:{}${}:{}",
+            self.iterations,
+            B64.encode(&self.salt),
+            B64.encode(self.stored_key),
+            B64.encode(self.server_key)
+        )
+    }
+
     pub fn parse(s: &str) -> Result<ScramVerifier, String> {
         let bad = || {
             "expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey> \

@@ -51,3 +51,33 @@ impl Observer for LoginEvents {
         st.changed.changed();
     }
 }
+
+/// Connection secrets from the state store (`jitgate db-login`): a person
+/// from an identity provider logs in with theirs while it and the sign-in it
+/// came from last; their groups from that sign-in reach this process's
+/// policy with it.
+pub struct StoreSecrets(pub Arc<HookState>);
+
+impl proxy::auth::Secrets for StoreSecrets {
+    fn verifier<'a>(
+        &'a self,
+        user: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<config::ScramVerifier>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let st = &self.0;
+            match store::people::connection_verifier(&*st.store, user, st.clock.now()).await {
+                Ok(Some((verifier, person))) => {
+                    st.policy.vouch(user, person);
+                    Some(verifier)
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(user, error = %e, "cannot read connection secrets; refusing the login");
+                    None
+                }
+            }
+        })
+    }
+}

@@ -78,6 +78,11 @@ impl Runtime {
         .await?;
         let _ = hook.gateway.set(Arc::downgrade(gateway.shared()));
         let shared = gateway.shared();
+        if !hook.config.identity_providers.is_empty() {
+            let _ = shared
+                .secrets
+                .set(Arc::new(crate::logins::StoreSecrets(hook.clone())));
+        }
         shared
             .login_roles
             .credentials

@@ -503,6 +503,10 @@ pub(crate) async fn serve(
         })?;
     audit_policy(&*store, &config, config_text).await?;
     let clock: Arc<dyn policy::Clock> = Arc::new(policy::clock::SystemClock);
+    // People from identity providers, as of their last sign-in.
+    for (user, person) in store::people::identities(&*store, clock.now()).await? {
+        policy.vouch(&user, person);
+    }
     let state = api::AppState::new(config.clone(), policy.clone(), store.clone(), clock.clone());
     let cluster = join_cluster(&config, state.changed.clone()).await?;
     let _ = state.cluster.set(cluster.clone());

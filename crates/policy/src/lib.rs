@@ -10,7 +10,9 @@
 //! - [`clock`]: time is an input, never read from the system inside this crate.
 //!
 //! Invariants: no I/O, no async, no global state. Every decision is a function of
-//! the current state, the input and the time given. Persisting a transition (and
+//! the current state, the input and the time given. The one part that changes
+//! while jitgate runs is the [`model::Directory`] of people an identity
+//! provider vouched for; it is filled from outside at sign-in. Persisting a transition (and
 //! making it atomic against concurrent deciders) is the store's job.
 #![forbid(unsafe_code)]
 
@@ -30,5 +32,5 @@ pub mod tree;
 
 pub use clock::{Clock, Time};
 pub use grant::{Grant, GrantEnd, GrantError, GrantState};
-pub use model::{Policy, PolicyError, RolePolicy, StagePolicy};
+pub use model::{Person, Policy, PolicyError, RolePolicy, StagePolicy};
 pub use request::{Decision, DecisionError, FileError, Request, RequestState, Tick, Transition};

@@ -2,7 +2,9 @@
 //! roles with their durations and approval chains.
 
 use config::Config;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
 
 /// A chain that can never complete, or a role nobody can use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,9 +50,40 @@ pub struct RolePolicy {
 
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    /// user → groups
+    /// user → groups, from `[[user]]`.
     users: BTreeMap<String, BTreeSet<String>>,
     roles: BTreeMap<String, RolePolicy>,
+    /// People an identity provider vouched for (shared by clones).
+    directory: Arc<Directory>,
+    /// Groups an identity provider fills (`group_map` targets): how many
+    /// people they hold is not known from the configuration.
+    open_groups: BTreeSet<String>,
+}
+
+/// Someone an identity provider vouched for at their last sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    /// jitgate groups (mapped from the provider's); empty: no longer allowed.
+    pub groups: BTreeSet<String>,
+    /// `[[identity_provider]] name`.
+    pub provider: String,
+    pub issuer: String,
+    /// The provider's `sub`: one user name belongs to one subject.
+    pub subject: String,
+}
+
+/// The people identity providers vouched for: the one part of the policy
+/// that changes while jitgate runs (at each sign-in, see `api::sso`).
+/// `[[user]]`s take precedence: a configured name is never taken from here.
+#[derive(Debug, Default)]
+pub struct Directory {
+    people: RwLock<BTreeMap<String, Person>>,
+}
+
+impl Directory {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Person>> {
+        self.people.read().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 fn dur(d: std::time::Duration) -> chrono::Duration {
@@ -95,7 +128,17 @@ impl Policy {
                 (r.name.clone(), role)
             })
             .collect();
-        let policy = Policy { users, roles };
+        let open_groups = cfg
+            .identity_providers
+            .iter()
+            .flat_map(|p| p.group_map.values().cloned())
+            .collect();
+        let policy = Policy {
+            users,
+            roles,
+            directory: Arc::default(),
+            open_groups,
+        };
         policy.check_reachable()?;
         Ok(policy)
     }
@@ -108,6 +151,7 @@ impl Policy {
         let policy = Policy {
             users,
             roles: roles.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            ..Policy::default()
         };
         policy.check_reachable()?;
         Ok(policy)
@@ -122,6 +166,11 @@ impl Policy {
             let mut pool = BTreeSet::new();
             let mut needed = 0usize;
             for (i, stage) in role.chain.iter().enumerate() {
+                let open = |groups: &BTreeSet<String>| groups.iter().any(|g| self.open_groups.contains(g));
+                if open(&stage.approvers) || open(&stage.escalate_to) {
+                    // An identity provider fills it: no count to check.
+                    continue;
+                }
                 let stage_people: BTreeSet<String> = self
                     .members(&stage.approvers)
                     .union(&self.members(&stage.escalate_to))
@@ -161,28 +210,68 @@ impl Policy {
         self.roles.values()
     }
 
+    /// The groups of `user`: configured, or from their last sign-in.
+    fn with_groups<T>(&self, user: &str, f: impl FnOnce(&BTreeSet<String>) -> T) -> Option<T> {
+        if let Some(g) = self.users.get(user) {
+            return Some(f(g));
+        }
+        self.directory.read().get(user).map(|p| f(&p.groups))
+    }
+
+    /// A configured user, or someone signed in through an identity provider
+    /// who is (still) in a mapped group.
     pub fn is_user(&self, user: &str) -> bool {
-        self.users.contains_key(user)
+        self.with_groups(user, |g| !g.is_empty()).unwrap_or(false)
     }
 
     /// Whether `user` is in any of `groups`.
     pub fn in_any(&self, user: &str, groups: &BTreeSet<String>) -> bool {
-        self.users
-            .get(user)
-            .is_some_and(|mine| mine.iter().any(|g| groups.contains(g)))
+        self.with_groups(user, |mine| mine.iter().any(|g| groups.contains(g)))
+            .unwrap_or(false)
     }
 
     pub fn in_group(&self, user: &str, group: &str) -> bool {
-        self.users.get(user).is_some_and(|g| g.contains(group))
+        self.with_groups(user, |g| g.contains(group))
+            .unwrap_or(false)
     }
 
-    /// Users in any of `groups`.
+    /// Users in any of `groups` (people from identity providers as far as
+    /// this process has seen them sign in).
     pub fn members(&self, groups: &BTreeSet<String>) -> BTreeSet<String> {
+        let directory = self.directory.read();
+        let people = directory
+            .iter()
+            .filter(|(u, _)| !self.users.contains_key(*u))
+            .map(|(u, p)| (u, &p.groups));
         self.users
             .iter()
+            .chain(people)
             .filter(|(_, g)| g.iter().any(|x| groups.contains(x)))
             .map(|(u, _)| u.clone())
             .collect()
+    }
+
+    /// Records what an identity provider said of `user` at sign-in (or as
+    /// loaded from the state store). Configured users are never replaced.
+    pub fn vouch(&self, user: &str, person: Person) {
+        if self.users.contains_key(user) {
+            return;
+        }
+        let mut people = self.directory.people.write().unwrap_or_else(|e| e.into_inner());
+        people.insert(user.to_string(), person);
+    }
+
+    /// Whether `user` is a `[[user]]` of the configuration.
+    pub fn is_configured(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
+    /// The identity provider's word on `user`, if they signed in through one.
+    pub fn person(&self, user: &str) -> Option<Person> {
+        if self.users.contains_key(user) {
+            return None;
+        }
+        self.directory.read().get(user).cloned()
     }
 
     pub fn may_request(&self, user: &str, role: &RolePolicy) -> bool {

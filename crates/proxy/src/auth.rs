@@ -7,7 +7,9 @@ use crate::scram::{decoy_verifier, Exchange, ScramError};
 use crate::startup::{read_message, StartupError};
 use crate::stream::Stream;
 use bytes::BytesMut;
-use config::Config;
+use config::{Config, ScramVerifier};
+use std::future::Future;
+use std::pin::Pin;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use wire::backend::{self, ErrorFields};
@@ -17,15 +19,41 @@ const MECHANISM: &str = "SCRAM-SHA-256";
 /// SASL messages are a few hundred bytes; anything bigger is hostile.
 const MAX_SASL_MESSAGE: usize = 8 * 1024;
 
+/// Verifiers of people who are not `[[user]]`s: their connection secrets
+/// (`jitgate db-login`), looked up in the state store by the enforcer.
+pub trait Secrets: Send + Sync + 'static {
+    fn verifier<'a>(
+        &'a self,
+        user: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<ScramVerifier>> + Send + 'a>>;
+}
+
+/// The verifier `user` logs in with: their `[[user]]` password while
+/// `password_login` is on, else their connection secret, if any.
+pub async fn verifier(
+    config: &Config,
+    secrets: Option<&dyn Secrets>,
+    user: &str,
+) -> Option<ScramVerifier> {
+    match config.user(user) {
+        Some(u) if config.gateway.password_login => u.scram.clone(),
+        Some(_) => None,
+        None => match secrets {
+            Some(s) => s.verifier(user).await,
+            None => None,
+        },
+    }
+}
+
 pub async fn authenticate(
     stream: &mut Stream,
-    config: &Config,
+    found: Option<&ScramVerifier>,
     server_secret: &[u8],
     user: &str,
     deadline: Instant,
 ) -> Result<(), StartupError> {
     let decoy;
-    let (verifier, real) = match config.user(user).and_then(|u| u.scram.as_ref()) {
+    let (verifier, real) = match found {
         Some(v) => (v, true),
         None => {
             decoy = decoy_verifier(server_secret, user);

@@ -113,6 +113,9 @@ pub struct Shared {
     pub observer: Arc<dyn events::Observer>,
     /// Failed logins per user name and per peer address.
     pub logins: Logins,
+    /// Connection secrets of people from an identity provider (set by the
+    /// enforcer; without it only `[[user]]`s log in).
+    pub secrets: std::sync::OnceLock<Arc<dyn auth::Secrets>>,
 }
 
 /// Wire-login throttling: per user name, and per peer address (several
@@ -218,6 +221,7 @@ impl Gateway {
             draining: CancellationToken::new(),
             observer,
             logins: Logins::default(),
+            secrets: std::sync::OnceLock::new(),
             config: config.clone(),
         });
         Ok(Gateway { shared, listener })

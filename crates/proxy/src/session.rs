@@ -208,8 +208,14 @@ async fn authenticate(
             .with_hint("jitgate throttles repeated failed logins"),
         ));
     }
+    let found = auth::verifier(
+        &shared.config,
+        shared.secrets.get().map(|s| &**s as &dyn auth::Secrets),
+        user,
+    )
+    .await;
     let result =
-        auth::authenticate(client, &shared.config, &shared.scram_secret, user, deadline).await;
+        auth::authenticate(client, found.as_ref(), &shared.scram_secret, user, deadline).await;
     match &result {
         Ok(()) => logins.by_user.succeeded(user_key),
         Err(StartupError::Fatal(f)) => {

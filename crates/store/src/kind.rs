@@ -62,6 +62,11 @@ kinds! {
     AuthLogout = "auth.logout",
     AuthFailed = "auth.failed",
     AuthThrottled = "auth.throttled",
+    /// An identity provider's sign-in that jitgate refused (token, domain, groups).
+    AuthRefused = "auth.refused",
+    /// A connection secret was issued (`jitgate db-login`).
+    AuthConnectionSecret = "auth.connection_secret",
+    AuthConnectionSecretRevoked = "auth.connection_secret_revoked",
     CredentialsRotated = "credentials.rotated",
     /// The gateway started with a configuration (first time, or unchanged).
     PolicyLoaded = "policy.loaded",

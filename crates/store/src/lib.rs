@@ -8,6 +8,8 @@
 //! - [`service`]: the operations (file, decide, cancel, end a grant, tick) written
 //!   once over the trait: load, apply the pure state machine from `policy`,
 //!   write back with a compare-and-set on the row's version, retry on conflict.
+//! - [`people`]: identities from identity providers and connection secrets,
+//!   kept as expiring records.
 //!
 //! Invariants: every transition is one transaction together with its audit
 //! events, so a decision is acknowledged only once its audit event is committed;
@@ -20,6 +22,7 @@ pub mod changes;
 pub mod checkpoint;
 pub mod cluster;
 pub mod kind;
+pub mod people;
 pub mod postgres;
 pub mod service;
 pub mod sqlite;

@@ -139,6 +139,13 @@ pub async fn decide(
             subject.clone(),
             json!({"stage": v.value.stage, "comment": comment}),
         )];
+        if let Some(p) = policy.person(who) {
+            // Distinct people are distinct subjects at their provider.
+            events[0] = events[0].clone().with_detail(
+                "idp",
+                json!({"provider": p.provider, "issuer": p.issuer, "subject": p.subject}),
+            );
+        }
         let mut grant = None;
         match transition {
             Transition::Recorded => {}

@@ -81,11 +81,14 @@ async fn login_page(State(state): State<Arc<AppState>>) -> Response {
     login_form(&state, None, StatusCode::OK)
 }
 
-fn login_form(state: &AppState, error: Option<String>, status: StatusCode) -> Response {
+/// The login page with `error` shown (also used by the sign-in callbacks).
+pub(crate) fn login_form(state: &AppState, error: Option<String>, status: StatusCode) -> Response {
     let csrf = B64.encode(rand::random::<[u8; 24]>());
     let mut resp = pages::render(LoginPage {
         csrf: csrf.clone(),
         error,
+        providers: state.sso.names().map(str::to_string).collect(),
+        passwords: state.config.gateway.password_login,
     });
     *resp.status_mut() = status;
     resp.headers_mut().append(

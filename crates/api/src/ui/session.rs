@@ -97,6 +97,11 @@ impl FromRequestParts<Arc<AppState>> for UiUser {
             .token(&hash)
             .await
             .map_err(|e| crate::error::ApiError::from(e).into_response())?;
+        if let Some(r) = &row {
+            crate::auth::refresh_person(state, &r.user)
+                .await
+                .map_err(|e| crate::error::ApiError::from(e).into_response())?;
+        }
         match row {
             Some(r)
                 if !r.revoked

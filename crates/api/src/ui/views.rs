@@ -289,6 +289,10 @@ pub struct ScanPage {
 pub struct LoginPage {
     pub csrf: String,
     pub error: Option<String>,
+    /// `[[identity_provider]]` names: a "Sign in with" link each.
+    pub providers: Vec<String>,
+    /// Whether the user/password form is shown (`password_login`).
+    pub passwords: bool,
 }
 
 #[derive(Template)]

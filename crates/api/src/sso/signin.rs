@@ -1,0 +1,171 @@
+//! From a validated ID token to a jitgate session: the email domain must be
+//! allowed (and the email verified), the person must be in a mapped group,
+//! their name (`username_claim`) must be plain and not a `[[user]]`, and one
+//! name belongs to one (issuer, subject) for good. What the provider said is
+//! recorded (every replica reads it) and the policy's directory updated, so
+//! group changes at the provider apply from this sign-in on — to every
+//! session of the person, and to their connection secret.
+
+use super::provider::{Provider, Verified};
+use crate::error::ApiError;
+use crate::AppState;
+use axum::http::StatusCode;
+use policy::Person;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use store::{AuditEvent, Kind};
+
+/// A refused sign-in: the reason is shown to the person and audited.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+/// The user name and what the provider says of them.
+pub fn person(p: &config::IdentityProvider, v: &Verified) -> Result<(String, Person), Refused> {
+    let claim = |name: &str| v.claims.get(name).and_then(Value::as_str);
+    let email = claim("email").map(str::to_lowercase);
+    if !p.allowed_domains.is_empty() {
+        let Some(email) = &email else {
+            return Err(Refused(
+                "the provider sent no email address, and only some email domains may sign in".into(),
+            ));
+        };
+        let verified = v.claims.get("email_verified").and_then(Value::as_bool) == Some(true);
+        let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        if !verified || !p.allowed_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+            return Err(Refused(format!(
+                "{email} may not sign in: only verified addresses at {} may",
+                p.allowed_domains.join(", ")
+            )));
+        }
+    }
+    let name = match p.username_claim.as_str() {
+        "email" => email
+            .as_deref()
+            .and_then(|e| e.split_once('@'))
+            .map(|(local, _)| local.to_string()),
+        other => claim(other).map(str::to_string),
+    };
+    let Some(name) = name.filter(|n| plain(n)) else {
+        return Err(Refused(format!(
+            "the provider's `{}` claim does not give a usable user name (letters, digits, _ - . ; at most 40)",
+            p.username_claim
+        )));
+    };
+    let theirs: Vec<&str> = match v.claims.get(&p.groups_claim) {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(s)) => s.split([' ', ',']).filter(|s| !s.is_empty()).collect(),
+        _ => Vec::new(),
+    };
+    let groups: BTreeSet<String> = theirs
+        .iter()
+        .filter_map(|g| p.group_map.get(*g).cloned())
+        .collect();
+    Ok((
+        name,
+        Person {
+            groups,
+            provider: p.name.clone(),
+            issuer: v.issuer.clone(),
+            subject: v.subject.clone(),
+        },
+    ))
+}
+
+fn plain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// `{"provider", "issuer", "subject"}` for audit details.
+pub fn idp_detail(p: &Person) -> Value {
+    json!({"provider": p.provider, "issuer": p.issuer, "subject": p.subject})
+}
+
+/// Records the person and issues a session token, or refuses (audited).
+pub async fn complete(
+    state: &AppState,
+    provider: &Provider,
+    verified: &Verified,
+    via: &str,
+) -> Result<(String, String, policy::Time), ApiError> {
+    let now = state.clock.now();
+    let refuse = |reason: String, user: Option<&str>| {
+        let ev = AuditEvent::new(
+            now,
+            Kind::AuthRefused,
+            user.unwrap_or("-"),
+            format!("provider:{}", provider.config.name),
+            json!({"provider": provider.config.name, "issuer": verified.issuer,
+                   "subject": verified.subject, "reason": reason, "via": via}),
+        )
+        .alert();
+        (ev, reason)
+    };
+    let (user, person) = match person(&provider.config, verified) {
+        Ok(x) => x,
+        Err(Refused(reason)) => {
+            let (ev, reason) = refuse(reason, None);
+            state.store.append_audit(vec![ev]).await?;
+            return Err(ApiError::forbidden(reason));
+        }
+    };
+    if state.policy.is_configured(&user) {
+        let (ev, reason) = refuse(
+            format!("`{user}` is a local account of this gateway; it cannot be taken by a provider's identity"),
+            Some(&user),
+        );
+        state.store.append_audit(vec![ev]).await?;
+        return Err(ApiError::forbidden(reason));
+    }
+    if let Some(known) = store::people::identity(&*state.store, &user, now).await? {
+        if (known.issuer.as_str(), known.subject.as_str())
+            != (person.issuer.as_str(), person.subject.as_str())
+        {
+            let (ev, reason) = refuse(
+                format!("the name `{user}` belongs to another identity ({} at {})", known.subject, known.issuer),
+                Some(&user),
+            );
+            state.store.append_audit(vec![ev]).await?;
+            return Err(ApiError::forbidden(reason));
+        }
+    }
+    // Recorded even when refused below: a leaver loses their groups now,
+    // in every session and replica, not when their sessions expire.
+    let record = serde_json::to_string(&person).map_err(|e| ApiError::internal(e.to_string()))?;
+    let key = store::people::identity_key(&user);
+    let kept = now + store::people::IDENTITY_KEPT;
+    state.policy.vouch(&user, person.clone());
+    if person.groups.is_empty() {
+        let (ev, reason) = refuse(
+            format!(
+                "{user} is in no provider group mapped to jitgate (group_map: {})",
+                provider.config.group_map.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            Some(&user),
+        );
+        state.store.put_record(&key, &record, kept, vec![ev]).await?;
+        return Err(ApiError::forbidden(reason));
+    }
+    state.store.put_record(&key, &record, kept, vec![]).await?;
+    let age = chrono::Duration::from_std(provider.config.max_session_age)
+        .unwrap_or(crate::TOKEN_TTL);
+    let detail = json!({"via": via, "idp": idp_detail(&person),
+                        "groups": person.groups});
+    let (token, expires_at) = crate::auth::issue_with(state, &user, age, detail).await?;
+    Ok((token, user, expires_at))
+}
+
+impl From<super::provider::SsoError> for ApiError {
+    fn from(e: super::provider::SsoError) -> ApiError {
+        use super::provider::SsoError::*;
+        match e {
+            Token(_) => ApiError::new(StatusCode::UNAUTHORIZED, "sso_token", e.to_string()),
+            Unreachable { .. } | Provider { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "sso_provider", e.to_string())
+            }
+            Config(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
