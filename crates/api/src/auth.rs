@@ -54,14 +54,10 @@ pub async fn issue_with(
     let token = format!("jg_{}", B64.encode(rand::random::<[u8; 32]>()));
     let now = state.clock.now();
     let expires_at = now + ttl;
-    let events = vec![AuditEvent::new(
-        now,
-        Kind::AuthLogin,
-        user,
-        format!("user:{user}"),
-        detail,
-    )
-    .with_detail("expires_at", serde_json::json!(expires_at))];
+    let events = vec![
+        AuditEvent::new(now, Kind::AuthLogin, user, format!("user:{user}"), detail)
+            .with_detail("expires_at", serde_json::json!(expires_at)),
+    ];
     state
         .store
         .insert_token(&token_hash(&token), user, expires_at, events)

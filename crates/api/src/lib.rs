@@ -70,7 +70,8 @@ pub struct AppState {
     pub draining: tokio_util::sync::CancellationToken,
     /// This replica among those of the state store (set by `jitgate serve`;
     /// alone otherwise).
-    pub cluster: std::sync::OnceLock<Arc<store::Cluster>>,    /// `[[identity_provider]]`s, discovered on first use.
+    pub cluster: std::sync::OnceLock<Arc<store::Cluster>>,
+    /// `[[identity_provider]]`s, discovered on first use.
     pub sso: sso::Providers,
 }
 

@@ -477,12 +477,20 @@ fn identity_providers(
         if !is_plain_name(&p.name, 40) || !names.insert(p.name.as_str()) {
             return Err(err(
                 "name",
-                format!("`{}` must be unique and plain (letters, digits, _ - .)", p.name),
+                format!(
+                    "`{}` must be unique and plain (letters, digits, _ - .)",
+                    p.name
+                ),
             ));
         }
-        let loopback = ["http://127.", "http://localhost:", "http://localhost/", "http://[::1]"]
-            .iter()
-            .any(|l| p.issuer.starts_with(l));
+        let loopback = [
+            "http://127.",
+            "http://localhost:",
+            "http://localhost/",
+            "http://[::1]",
+        ]
+        .iter()
+        .any(|l| p.issuer.starts_with(l));
         if !(p.issuer.starts_with("https://") || loopback) {
             return Err(err(
                 "issuer",

@@ -88,6 +88,15 @@ impl Client {
         Ok(c)
     }
 
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Saves `token` as this server's (`jitgate login`).
+    pub fn save(&self, token: &str) -> anyhow::Result<PathBuf> {
+        save_token(&self.server, token)
+    }
+
     /// Ends a one-command login, so `--user`/`--password` calls leave no live token.
     pub async fn finish(self) {
         if self.one_shot {

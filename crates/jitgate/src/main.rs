@@ -16,6 +16,7 @@ mod commands;
 mod demo;
 mod doctor;
 mod inspect;
+mod sso;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -142,8 +143,32 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Log in (--user, --password) and save the token for later commands.
-    Login,
+    /// Log in (--user, --password, or --sso) and save the token for later commands.
+    Login {
+        /// Sign in through the gateway's identity provider: the device flow
+        /// (open the printed address, enter the code), or the browser.
+        #[arg(long)]
+        sso: bool,
+        /// Which `[[identity_provider]]` (when the gateway has several).
+        #[arg(long, requires = "sso")]
+        provider: Option<String>,
+        /// Print the address only (loopback sign-in), do not open a browser.
+        #[arg(long, requires = "sso")]
+        no_browser: bool,
+    },
+    /// A connection secret for database clients (after `login --sso`): written
+    /// to ~/.pgpass (or PGPASSFILE), with a connection string to use.
+    DbLogin {
+        #[arg(long)]
+        db: String,
+    },
+    /// `db-login`, then psql through the gateway; arguments after `--` go to psql.
+    Psql {
+        #[arg(long)]
+        db: String,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Ask for a role; prints the request id on its own line.
     Request {
         role: String,
@@ -357,7 +382,20 @@ async fn client_command(
     user: Option<&str>,
     password: Option<&str>,
 ) -> anyhow::Result<()> {
-    if let Command::Login = command {
+    if let Command::Login {
+        sso: true,
+        provider,
+        no_browser,
+    } = &command
+    {
+        let c = client::Client::connect(server, None, None).await?;
+        eprintln!(
+            "{}",
+            sso::login(&c, provider.as_deref(), !no_browser).await?
+        );
+        return Ok(());
+    }
+    if let Command::Login { .. } = command {
         let (Some(u), Some(p)) = (user, password) else {
             anyhow::bail!(
                 "jitgate login needs --user and --password (or JITGATE_USER and JITGATE_PASSWORD)"
@@ -407,6 +445,18 @@ async fn client_command(
         Command::Audit {
             command: AuditCommand::Export,
         } => commands::audit_export(&c).await,
+        Command::DbLogin { db } => match sso::db_login(&c, &db).await {
+            Ok(login) => {
+                eprintln!("{}", login.report);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        Command::Psql { db, args } => {
+            let code = sso::psql(&c, &db, &args).await?;
+            c.finish().await;
+            std::process::exit(code);
+        }
         Command::Serve { .. }
         | Command::RotateCredentials { .. }
         | Command::Audit {
@@ -418,7 +468,7 @@ async fn client_command(
         | Command::Policy { .. }
         | Command::Explain { .. }
         | Command::Scan { .. }
-        | Command::Login => {
+        | Command::Login { .. } => {
             unreachable!("handled in main")
         }
     };

@@ -9,43 +9,12 @@
 
 mod common;
 
+use common::browser::{browser, chromedriver};
 use common::*;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use pgcluster::Cluster;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn chromedriver() -> (Running, u16) {
-    let port = free_port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect(
-            "chromedriver is missing: scripts/install-deps installs chromium and chromium-driver",
-        );
-    let running = Running(child);
-    wait_for_port(port);
-    (running, port)
-}
-
-async fn browser(driver_port: u16) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1000,720", "--hide-scrollbars"]
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{driver_port}"))
-        .await
-        .expect("a chromium session")
-}
 
 async fn log_in(b: &Client, base: &str, user: &str, password: &str) {
     b.goto(&format!("{base}/ui/login")).await.unwrap();

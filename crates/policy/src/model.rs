@@ -166,7 +166,8 @@ impl Policy {
             let mut pool = BTreeSet::new();
             let mut needed = 0usize;
             for (i, stage) in role.chain.iter().enumerate() {
-                let open = |groups: &BTreeSet<String>| groups.iter().any(|g| self.open_groups.contains(g));
+                let open =
+                    |groups: &BTreeSet<String>| groups.iter().any(|g| self.open_groups.contains(g));
                 if open(&stage.approvers) || open(&stage.escalate_to) {
                     // An identity provider fills it: no count to check.
                     continue;
@@ -257,7 +258,11 @@ impl Policy {
         if self.users.contains_key(user) {
             return;
         }
-        let mut people = self.directory.people.write().unwrap_or_else(|e| e.into_inner());
+        let mut people = self
+            .directory
+            .people
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         people.insert(user.to_string(), person);
     }
 

@@ -59,6 +59,12 @@ impl App {
         self
     }
 
+    /// Nobody in `[[user]]` (add people back with [`App::person`]).
+    pub fn no_people(mut self) -> App {
+        self.people.clear();
+        self
+    }
+
     pub fn default_duration(mut self, d: &str) -> App {
         self.default_duration = d.into();
         self

@@ -30,7 +30,10 @@ struct Pending {
     interval: u64,
 }
 
-fn provider<'a>(state: &'a AppState, name: &str) -> Result<&'a Arc<super::provider::Provider>, ApiError> {
+fn provider<'a>(
+    state: &'a AppState,
+    name: &str,
+) -> Result<&'a Arc<super::provider::Provider>, ApiError> {
     state.sso.get(name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -46,11 +49,17 @@ pub async fn start(
 ) -> Result<Json<Value>, ApiError> {
     let p = provider(&state, &name)?;
     let m = p.metadata(false).await?;
-    let Some(endpoint) = m.additional_metadata().device_authorization_endpoint.clone() else {
+    let Some(endpoint) = m
+        .additional_metadata()
+        .device_authorization_endpoint
+        .clone()
+    else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "no_device_flow",
-            format!("{name} offers no device authorization; sign in through the browser (loopback)"),
+            format!(
+                "{name} offers no device authorization; sign in through the browser (loopback)"
+            ),
         ));
     };
     let resp = p
@@ -61,7 +70,10 @@ pub async fn start(
         ])
         .send()
         .await
-        .map_err(|e| SsoError::Unreachable { provider: name.clone(), message: store::described(&e) })?;
+        .map_err(|e| SsoError::Unreachable {
+            provider: name.clone(),
+            message: store::described(&e),
+        })?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     let (Some(device_code), Some(user_code), Some(uri)) = (
@@ -78,7 +90,11 @@ pub async fn start(
     let expires_in = body["expires_in"].as_i64().unwrap_or(600).clamp(30, 1800);
     let interval = body["interval"].as_u64().unwrap_or(5).clamp(1, 60);
     let handle = random(32);
-    let pending = Pending { provider: name.clone(), device_code: device_code.to_string(), interval };
+    let pending = Pending {
+        provider: name.clone(),
+        device_code: device_code.to_string(),
+        interval,
+    };
     let now = state.clock.now();
     state
         .store
@@ -121,9 +137,12 @@ pub async fn poll(
             "this sign-in has expired or was finished; run `jitgate login --sso` again",
         ));
     };
-    let pending: Pending = serde_json::from_str(&text).map_err(|e| ApiError::internal(e.to_string()))?;
+    let pending: Pending =
+        serde_json::from_str(&text).map_err(|e| ApiError::internal(e.to_string()))?;
     if pending.provider != name {
-        return Err(ApiError::bad_request("this sign-in was for another provider"));
+        return Err(ApiError::bad_request(
+            "this sign-in was for another provider",
+        ));
     }
     let m = p.metadata(false).await?;
     let token_url = m
@@ -138,21 +157,37 @@ pub async fn poll(
         ])
         .send()
         .await
-        .map_err(|e| SsoError::Unreachable { provider: name.clone(), message: store::described(&e) })?;
+        .map_err(|e| SsoError::Unreachable {
+            provider: name.clone(),
+            message: store::described(&e),
+        })?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     match body["error"].as_str() {
         Some("authorization_pending") => {
-            return Ok((StatusCode::ACCEPTED, Json(json!({"status": "pending", "interval": pending.interval}))))
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"status": "pending", "interval": pending.interval})),
+            ))
         }
         Some("slow_down") => {
-            let slower = Pending { interval: pending.interval + 5, ..pending };
+            let slower = Pending {
+                interval: pending.interval + 5,
+                ..pending
+            };
             state
                 .store
-                .put_record(&key, &serde_json::to_string(&slower).expect("serializable"),
-                            now + chrono::Duration::minutes(10), vec![])
+                .put_record(
+                    &key,
+                    &serde_json::to_string(&slower).expect("serializable"),
+                    now + chrono::Duration::minutes(10),
+                    vec![],
+                )
                 .await?;
-            return Ok((StatusCode::ACCEPTED, Json(json!({"status": "pending", "interval": slower.interval}))));
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"status": "pending", "interval": slower.interval})),
+            ));
         }
         Some(e) => {
             state.store.take_record(&key, now).await?;
@@ -164,13 +199,21 @@ pub async fn poll(
             ));
         }
         None if !status.is_success() => {
-            return Err(SsoError::Provider { provider: name, message: format!("token endpoint answered {status}") }.into())
+            return Err(SsoError::Provider {
+                provider: name,
+                message: format!("token endpoint answered {status}"),
+            }
+            .into())
         }
         None => {}
     }
     // Only one poll gets to finish the sign-in.
     if state.store.take_record(&key, now).await?.is_none() {
-        return Err(ApiError::new(StatusCode::GONE, "expired", "this sign-in was already finished"));
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "expired",
+            "this sign-in was already finished",
+        ));
     }
     let raw = body["id_token"]
         .as_str()
@@ -199,5 +242,8 @@ pub async fn poll(
         }
     };
     let (token, user, expires_at) = signin::complete(&state, p, &verified, "cli-device").await?;
-    Ok((StatusCode::OK, Json(json!({"status": "done", "token": token, "user": user, "expires_at": expires_at}))))
+    Ok((
+        StatusCode::OK,
+        Json(json!({"status": "done", "token": token, "user": user, "expires_at": expires_at})),
+    ))
 }

@@ -54,6 +54,7 @@ impl Providers {
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/api/v1/login/oidc", get(list))
         .route("/ui/login/oidc/{name}", get(web::start))
         .route("/ui/login/oidc/{name}/callback", get(web::callback))
         .route("/api/v1/login/oidc/{name}/device", post(device::start))
@@ -63,7 +64,20 @@ pub fn router() -> Router<Arc<AppState>> {
             "/api/v1/connection-secret",
             post(secrets::issue).delete(secrets::revoke),
         )
-        .route("/api/v1/connection-secret/{user}", delete(secrets::revoke_for))
+        .route(
+            "/api/v1/connection-secret/{user}",
+            delete(secrets::revoke_for),
+        )
+}
+
+/// What a client needs to choose how to sign in (no authentication).
+async fn list(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "providers": state.sso.names().collect::<Vec<_>>(),
+        "password_login": state.config.gateway.password_login,
+    }))
 }
 
 /// Random URL-safe text of `n` bytes of entropy.

@@ -1,13 +1,13 @@
 //! One OpenID provider: its discovery document and signing keys (fetched on
-//! first use and again, at most every few seconds, when a token is signed
+//! first use and again, at most every second, when a token is signed
 //! with a key we do not have: that is how providers rotate keys), and the
 //! validation of its ID tokens with the `openidconnect` crate: signature,
 //! issuer, audience (and `azp`), expiry, nonce.
 
 use openidconnect::core::{
     CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod, CoreGrantType,
-    CoreIdToken, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
-    CoreJweKeyManagementAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+    CoreIdToken, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::http::{HeaderValue, Request as HttpRequest, Response as HttpResponse};
 use openidconnect::{
@@ -46,9 +46,30 @@ pub type Metadata = ProviderMetadata<
     CoreSubjectIdentifierType,
 >;
 
+/// A client as `CoreClient::from_provider_metadata` makes it, with a redirect URI.
+pub type OidcClient = openidconnect::Client<
+    openidconnect::EmptyAdditionalClaims,
+    CoreAuthDisplay,
+    openidconnect::core::CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    openidconnect::core::CoreAuthPrompt,
+    openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    openidconnect::core::CoreTokenResponse,
+    openidconnect::core::CoreTokenIntrospectionResponse,
+    openidconnect::core::CoreRevocableToken,
+    openidconnect::core::CoreRevocationErrorResponse,
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
 /// Keys are fetched again at most this often (a flood of tokens naming an
 /// unknown key must not become a flood of requests to the provider).
-const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(5);
+const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SsoError {
@@ -87,6 +108,8 @@ impl Provider {
             None
         });
         let redirect_uri = format!("{public_url}/ui/login/oidc/{}/callback", config.name);
+        // reqwest's rustls needs a process-wide crypto provider (ring, as elsewhere).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             // Following redirects would let a provider point us anywhere.
             .redirect(reqwest::redirect::Policy::none())
@@ -132,33 +155,9 @@ impl Provider {
     }
 
     /// An `openidconnect` client for the provider as currently discovered.
-    pub fn client(
-        &self,
-        m: Metadata,
-    ) -> Result<
-        openidconnect::Client<
-            openidconnect::EmptyAdditionalClaims,
-            CoreAuthDisplay,
-            openidconnect::core::CoreGenderClaim,
-            CoreJweContentEncryptionAlgorithm,
-            CoreJsonWebKey,
-            openidconnect::core::CoreAuthPrompt,
-            openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
-            openidconnect::core::CoreTokenResponse,
-            openidconnect::core::CoreTokenIntrospectionResponse,
-            openidconnect::core::CoreRevocableToken,
-            openidconnect::core::CoreRevocationErrorResponse,
-            openidconnect::EndpointSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointMaybeSet,
-            openidconnect::EndpointMaybeSet,
-        >,
-        SsoError,
-    > {
-        let redirect =
-            RedirectUrl::new(self.redirect_uri.clone()).map_err(|e| SsoError::Config(format!("public_url: {e}")))?;
+    pub fn client(&self, m: Metadata) -> Result<OidcClient, SsoError> {
+        let redirect = RedirectUrl::new(self.redirect_uri.clone())
+            .map_err(|e| SsoError::Config(format!("public_url: {e}")))?;
         Ok(CoreClient::from_provider_metadata(
             m,
             ClientId::new(self.config.client_id.clone()),
@@ -171,17 +170,15 @@ impl Provider {
     /// once if the token names a key we lack; issuer; audience; expiry; the
     /// nonce when the flow sent one) and returns what it says.
     pub async fn verify(&self, raw: &str, nonce: Option<&Nonce>) -> Result<Verified, SsoError> {
-        let token = CoreIdToken::from_str(raw)
-            .map_err(|e| SsoError::Token(format!("not a JWT: {e}")))?;
+        let token =
+            CoreIdToken::from_str(raw).map_err(|e| SsoError::Token(format!("not a JWT: {e}")))?;
         let mut refreshed = false;
         loop {
             let client = self.client(self.metadata(refreshed).await?)?;
             let verifier = client.id_token_verifier();
             let checked = match nonce {
-                Some(n) => token.claims(&verifier, n).map(|c| c.clone()),
-                None => token
-                    .claims(&verifier, |_: Option<&Nonce>| Ok(()))
-                    .map(|c| c.clone()),
+                Some(n) => token.claims(&verifier, n).cloned(),
+                None => token.claims(&verifier, |_: Option<&Nonce>| Ok(())).cloned(),
             };
             match checked {
                 Ok(claims) => {
@@ -206,9 +203,13 @@ impl Provider {
         verified: &mut Verified,
         access_token: &str,
     ) -> Result<(), SsoError> {
-        let wanted = [&self.config.groups_claim, &self.config.username_claim, &"email".to_string()]
-            .into_iter()
-            .any(|c| !verified.claims.contains_key(c.as_str()));
+        let wanted = [
+            &self.config.groups_claim,
+            &self.config.username_claim,
+            &"email".to_string(),
+        ]
+        .into_iter()
+        .any(|c| !verified.claims.contains_key(c.as_str()));
         if !wanted {
             return Ok(());
         }
@@ -243,7 +244,9 @@ impl Provider {
 
     /// `client_secret_basic` credentials for requests made by hand (RFC 6749 §2.3.1).
     pub fn basic_auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let enc = |s: &str| openidconnect::url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let enc = |s: &str| {
+            openidconnect::url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+        };
         match &self.secret {
             Some(secret) => req.basic_auth(enc(&self.config.client_id), Some(enc(secret))),
             None => req,
@@ -269,12 +272,16 @@ fn payload(raw: &str) -> Result<serde_json::Map<String, Value>, SsoError> {
 /// A person can act on these.
 fn token_error(e: &ClaimsVerificationError) -> String {
     match e {
-        ClaimsVerificationError::Expired(_) => "it has expired (check the clocks of jitgate and the provider)".into(),
+        ClaimsVerificationError::Expired(_) => {
+            "it has expired (check the clocks of jitgate and the provider)".into()
+        }
         ClaimsVerificationError::InvalidAudience(_) => {
             "it was issued to another application (audience is not this client_id)".into()
         }
         ClaimsVerificationError::InvalidIssuer(_) => "it comes from another issuer".into(),
-        ClaimsVerificationError::InvalidNonce(_) => "its nonce is not this sign-in's (replayed?)".into(),
+        ClaimsVerificationError::InvalidNonce(_) => {
+            "its nonce is not this sign-in's (replayed?)".into()
+        }
         ClaimsVerificationError::SignatureVerification(s) => {
             format!("its signature does not verify with the provider's keys ({s})")
         }
@@ -292,7 +299,8 @@ pub struct HttpError(String);
 
 impl<'c> AsyncHttpClient<'c> for Http<'_> {
     type Error = HttpError;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse<Vec<u8>>, HttpError>> + Send + 'c>>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<HttpResponse<Vec<u8>>, HttpError>> + Send + 'c>>;
 
     fn call(&'c self, request: HttpRequest<Vec<u8>>) -> Self::Future {
         Box::pin(async move {
@@ -316,7 +324,8 @@ impl<'c> AsyncHttpClient<'c> for Http<'_> {
                 .bytes()
                 .await
                 .map_err(|e| HttpError(store::described(&e)))?;
-            out.body(body.to_vec()).map_err(|e| HttpError(e.to_string()))
+            out.body(body.to_vec())
+                .map_err(|e| HttpError(e.to_string()))
         })
     }
 }

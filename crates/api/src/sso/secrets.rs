@@ -18,7 +18,10 @@ use std::sync::Arc;
 use store::people::{secret_key, ConnectionSecret};
 use store::{AuditEvent, Kind};
 
-pub async fn issue(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Json<Value>, ApiError> {
+pub async fn issue(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     let Some(person) = state.policy.person(&caller.user) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -83,7 +86,10 @@ fn gateway_address(state: &AppState) -> (String, u16) {
         let public = state.config.gateway.public_url();
         let rest = public.split_once("://").map(|(_, r)| r).unwrap_or(&public);
         let authority = rest.split('/').next().unwrap_or(rest);
-        let h = authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority);
+        let h = authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(authority);
         return (h.to_string(), port);
     }
     (host.to_string(), port)
@@ -91,9 +97,17 @@ fn gateway_address(state: &AppState) -> (String, u16) {
 
 async fn take(state: &AppState, actor: &str, user: &str) -> Result<StatusCode, ApiError> {
     let now = state.clock.now();
-    let existed = state.store.take_record(&secret_key(user), now).await?.is_some();
+    let existed = state
+        .store
+        .take_record(&secret_key(user), now)
+        .await?
+        .is_some();
     if !existed {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{user} has no connection secret")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{user} has no connection secret"),
+        ));
     }
     let ev = AuditEvent::new(
         now,
@@ -106,7 +120,10 @@ async fn take(state: &AppState, actor: &str, user: &str) -> Result<StatusCode, A
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn revoke(State(state): State<Arc<AppState>>, caller: Caller) -> Result<StatusCode, ApiError> {
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
     take(&state, &caller.user, &caller.user).await
 }
 
@@ -116,7 +133,9 @@ pub async fn revoke_for(
     Path(user): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if caller.user != user && !state.is_admin(&caller.user) {
-        return Err(ApiError::forbidden("only admins revoke other people's connection secrets"));
+        return Err(ApiError::forbidden(
+            "only admins revoke other people's connection secrets",
+        ));
     }
     take(&state, &caller.user, &user).await
 }

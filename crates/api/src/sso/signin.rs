@@ -26,12 +26,18 @@ pub fn person(p: &config::IdentityProvider, v: &Verified) -> Result<(String, Per
     if !p.allowed_domains.is_empty() {
         let Some(email) = &email else {
             return Err(Refused(
-                "the provider sent no email address, and only some email domains may sign in".into(),
+                "the provider sent no email address, and only some email domains may sign in"
+                    .into(),
             ));
         };
         let verified = v.claims.get("email_verified").and_then(Value::as_bool) == Some(true);
         let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-        if !verified || !p.allowed_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+        if !verified
+            || !p
+                .allowed_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(domain))
+        {
             return Err(Refused(format!(
                 "{email} may not sign in: only verified addresses at {} may",
                 p.allowed_domains.join(", ")
@@ -124,7 +130,10 @@ pub async fn complete(
             != (person.issuer.as_str(), person.subject.as_str())
         {
             let (ev, reason) = refuse(
-                format!("the name `{user}` belongs to another identity ({} at {})", known.subject, known.issuer),
+                format!(
+                    "the name `{user}` belongs to another identity ({} at {})",
+                    known.subject, known.issuer
+                ),
                 Some(&user),
             );
             state.store.append_audit(vec![ev]).await?;
@@ -141,16 +150,25 @@ pub async fn complete(
         let (ev, reason) = refuse(
             format!(
                 "{user} is in no provider group mapped to jitgate (group_map: {})",
-                provider.config.group_map.keys().cloned().collect::<Vec<_>>().join(", ")
+                provider
+                    .config
+                    .group_map
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Some(&user),
         );
-        state.store.put_record(&key, &record, kept, vec![ev]).await?;
+        state
+            .store
+            .put_record(&key, &record, kept, vec![ev])
+            .await?;
         return Err(ApiError::forbidden(reason));
     }
     state.store.put_record(&key, &record, kept, vec![]).await?;
-    let age = chrono::Duration::from_std(provider.config.max_session_age)
-        .unwrap_or(crate::TOKEN_TTL);
+    let age =
+        chrono::Duration::from_std(provider.config.max_session_age).unwrap_or(crate::TOKEN_TTL);
     let detail = json!({"via": via, "idp": idp_detail(&person),
                         "groups": person.groups});
     let (token, expires_at) = crate::auth::issue_with(state, &user, age, detail).await?;

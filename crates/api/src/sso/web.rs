@@ -65,10 +65,18 @@ pub async fn start(
     Query(q): Query<StartQuery>,
 ) -> Response {
     let Some(p) = state.sso.get(&name) else {
-        return failed(&state, StatusCode::NOT_FOUND, format!("no identity provider named `{name}`"));
+        return failed(
+            &state,
+            StatusCode::NOT_FOUND,
+            format!("no identity provider named `{name}`"),
+        );
     };
     if q.cli_port.is_some() != q.cli_challenge.is_some() {
-        return failed(&state, StatusCode::BAD_REQUEST, "cli_port and cli_challenge go together");
+        return failed(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "cli_port and cli_challenge go together",
+        );
     }
     let client = match p.metadata(false).await.and_then(|m| p.client(m)) {
         Ok(c) => c,
@@ -97,7 +105,12 @@ pub async fn start(
     let record = serde_json::to_string(&pending).expect("serializable");
     if let Err(e) = state
         .store
-        .put_record(&hashed("sso-state", csrf.secret()), &record, now + PENDING_TTL, vec![])
+        .put_record(
+            &hashed("sso-state", csrf.secret()),
+            &record,
+            now + PENDING_TTL,
+            vec![],
+        )
         .await
     {
         return ApiError::from(e).into_response();
@@ -135,14 +148,26 @@ pub async fn callback(
     Query(q): Query<CallbackQuery>,
 ) -> Response {
     let Some(p) = state.sso.get(&name) else {
-        return failed(&state, StatusCode::NOT_FOUND, format!("no identity provider named `{name}`"));
+        return failed(
+            &state,
+            StatusCode::NOT_FOUND,
+            format!("no identity provider named `{name}`"),
+        );
     };
     if let Some(e) = q.error {
         let why = q.error_description.unwrap_or_default();
-        return failed(&state, StatusCode::UNAUTHORIZED, format!("{name} did not sign you in: {e} {why}"));
+        return failed(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            format!("{name} did not sign you in: {e} {why}"),
+        );
     }
     let (Some(code), Some(given)) = (q.code, q.state) else {
-        return failed(&state, StatusCode::BAD_REQUEST, "the provider's answer has no code or state");
+        return failed(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "the provider's answer has no code or state",
+        );
     };
     let cookie = crate::ui::session::cookie(&headers, STATE_COOKIE).unwrap_or_default();
     if cookie.is_empty() || !same(&cookie, &given) {
@@ -180,10 +205,15 @@ pub async fn callback(
             }
         })?;
         let raw = openidconnect::TokenResponse::id_token(&tokens)
-            .ok_or_else(|| super::provider::SsoError::Token("the provider sent no ID token".into()))?
+            .ok_or_else(|| {
+                super::provider::SsoError::Token("the provider sent no ID token".into())
+            })?
             .to_string();
-        let mut verified = p.verify(&raw, Some(&Nonce::new(pending.nonce.clone()))).await?;
-        p.complete_claims(&mut verified, tokens.access_token().secret()).await?;
+        let mut verified = p
+            .verify(&raw, Some(&Nonce::new(pending.nonce.clone())))
+            .await?;
+        p.complete_claims(&mut verified, tokens.access_token().secret())
+            .await?;
         Ok::<_, super::provider::SsoError>(verified)
     }
     .await;
@@ -203,7 +233,11 @@ pub async fn callback(
             return failed(&state, resp.status, resp.message);
         }
     };
-    let via = if pending.cli_port.is_some() { "cli-loopback" } else { "web" };
+    let via = if pending.cli_port.is_some() {
+        "cli-loopback"
+    } else {
+        "web"
+    };
     let (token, user, expires_at) = match signin::complete(&state, p, &verified, via).await {
         Ok(x) => x,
         Err(e) => return failed(&state, e.status, e.message),
@@ -215,7 +249,12 @@ pub async fn callback(
         .to_string();
         if let Err(e) = state
             .store
-            .put_record(&hashed("sso-loopback", &one_time), &record, now + LOOPBACK_TTL, vec![])
+            .put_record(
+                &hashed("sso-loopback", &one_time),
+                &record,
+                now + LOOPBACK_TTL,
+                vec![],
+            )
             .await
         {
             return ApiError::from(e).into_response();
@@ -233,14 +272,23 @@ pub async fn callback(
     ))
     .into_response();
     let h = resp.headers_mut();
-    h.append(header::SET_COOKIE, set_cookie(&state, SESSION_COOKIE, &token, max_age));
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(&state, SESSION_COOKIE, &token, max_age),
+    );
     h.append(header::SET_COOKIE, state_cookie(&state, "", 0));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[derive(Deserialize)]
@@ -258,16 +306,27 @@ pub async fn loopback_token(
 ) -> Result<Json<Value>, ApiError> {
     let Json(b) = body?;
     let now = state.clock.now();
-    let Some(text) = state.store.take_record(&hashed("sso-loopback", &b.code), now).await? else {
-        return Err(ApiError::unauthorized("unknown or used sign-in code; sign in again"));
+    let Some(text) = state
+        .store
+        .take_record(&hashed("sso-loopback", &b.code), now)
+        .await?
+    else {
+        return Err(ApiError::unauthorized(
+            "unknown or used sign-in code; sign in again",
+        ));
     };
     let v: Value = serde_json::from_str(&text).map_err(|e| ApiError::internal(e.to_string()))?;
     let challenge = {
         use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(b.verifier.as_bytes()))
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(Sha256::digest(b.verifier.as_bytes()))
     };
     if !same(v["challenge"].as_str().unwrap_or_default(), &challenge) {
-        return Err(ApiError::unauthorized("the verifier does not match this sign-in's challenge"));
+        return Err(ApiError::unauthorized(
+            "the verifier does not match this sign-in's challenge",
+        ));
     }
-    Ok(Json(json!({"token": v["token"], "user": v["user"], "expires_at": v["expires_at"]})))
+    Ok(Json(
+        json!({"token": v["token"], "user": v["user"], "expires_at": v["expires_at"]}),
+    ))
 }

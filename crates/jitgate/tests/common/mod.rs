@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests of the built binary.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 

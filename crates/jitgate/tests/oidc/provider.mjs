@@ -83,7 +83,9 @@ async function misbehave(ctx, next) {
   };
   const now = Math.floor(Date.now() / 1000);
   if (tokenMode === 'tamper') {
-    claims.groups = ['dba'];
+    // Someone on the path makes themselves an approver.
+    claims.groups = [...claims.groups, 'dba', 'admins'];
+    claims.sub = 'bob';
     ctx.body.id_token = `${h}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${s}`;
   } else if (tokenMode === 'expired') {
     ctx.body.id_token = await sign({ ...claims, iat: now - 7200, exp: now - 3600 });

@@ -1,0 +1,561 @@
+//! Single sign-on against a real OpenID Provider: node's certified
+//! `oidc-provider` (tests/oidc/provider.mjs, installed by
+//! `scripts/install-deps --tests`) with its own login pages, driven by
+//! headless Chromium. Nothing in the flow is mocked: discovery, the
+//! authorization code flow with PKCE, the device flow, JWKS and userinfo are
+//! the provider's.
+//!
+//! Alice signs in from the CLI with the device flow, gets a connection
+//! secret and runs psql through the gateway; bob signs in through the
+//! browser and approves; a replayed `state`, tampered, expired and
+//! wrong-audience ID tokens are refused; a rotated signing key is accepted;
+//! bob moved out of the approvers' group at the provider cannot approve after
+//! signing in again; other domains and unmapped groups cannot sign in.
+
+mod common;
+
+use common::browser::{browser, chromedriver};
+use common::*;
+use fantoccini::{Client, Locator};
+use pgcluster::Cluster;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CLIENT_ID: &str = "jitgate";
+const CLIENT_SECRET: &str = "jitgate-test-secret";
+
+/// The provider, listening on 127.0.0.1:`port`.
+struct Provider {
+    _child: Running,
+    issuer: String,
+}
+
+impl Provider {
+    fn start(redirect_uri: &str) -> Provider {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc");
+        assert!(
+            std::path::Path::new(dir)
+                .join("node_modules/oidc-provider")
+                .exists(),
+            "oidc-provider is missing: scripts/install-deps --tests installs it"
+        );
+        let port = free_port();
+        let mut child = Command::new("node")
+            .arg("provider.mjs")
+            .args([&port.to_string(), CLIENT_ID, CLIENT_SECRET, redirect_uri])
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node (scripts/install-deps --tests)");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let running = Running(child);
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.starts_with("ready "), "provider said: {line}");
+        // Kept open and read: node ends when it writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Provider {
+            _child: running,
+            issuer: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn admin(&self, path: &str) {
+        let r = reqwest::get(format!("{}/admin/{path}", self.issuer))
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "admin {path}: {}", r.status());
+    }
+}
+
+fn sso_config(
+    admin_url: &str,
+    dir: &tempfile::TempDir,
+    ports: (u16, u16),
+    issuer: &str,
+    extra_gateway: &str,
+) -> std::path::PathBuf {
+    let (port, api_port) = ports;
+    let text = testkit::config::App::new(admin_url)
+        .no_people()
+        .person("root", &["admins"])
+        .gateway(format!("listen = \"127.0.0.1:{port}\""))
+        .gateway(format!("api_listen = \"127.0.0.1:{api_port}\""))
+        .gateway(format!("public_url = \"http://127.0.0.1:{api_port}\""))
+        .gateway(format!(
+            "state = \"sqlite://{}\"",
+            dir.path().join("state.db").display()
+        ))
+        .gateway("shutdown_timeout = \"1s\"")
+        .gateway(extra_gateway)
+        .default_duration("30m")
+        .extra(&format!(
+            "[[identity_provider]]\n\
+             name = \"test\"\n\
+             issuer = \"{issuer}\"\n\
+             client_id = \"{CLIENT_ID}\"\n\
+             client_secret = \"{CLIENT_SECRET}\"\n\
+             scopes = [\"openid\", \"email\", \"groups\"]\n\
+             group_map = {{ \"engineers\" = \"engineers\", \"dba\" = \"leads\" }}\n\
+             allowed_domains = [\"example.com\"]\n"
+        ))
+        .toml();
+    write(dir, "jitgate.toml", &text)
+}
+
+fn serve(cfg: &std::path::Path, port: u16) -> Running {
+    let log = cfg.with_extension("log");
+    let mut r = Running(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(cfg)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if r.0.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            panic!(
+                "jitgate serve did not start: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r
+}
+
+/// Clicks through the provider's pages as `user` (login form, consent,
+/// device confirmation) until `done` says the flow is over.
+async fn through_provider(b: &Client, user: &str, done: impl Fn(&str, &str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let url = b.current_url().await.unwrap().to_string();
+        let body = match b.find(Locator::Css("body")).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if done(&url, &body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "stuck at {url}: {body}");
+        if let Ok(login) = b.find(Locator::Css("input[name=login]")).await {
+            login.send_keys(user).await.unwrap();
+            let pw = b.find(Locator::Css("input[name=password]")).await.unwrap();
+            pw.send_keys("any password").await.unwrap();
+            let _ = b
+                .find(Locator::Css("button[type=submit]"))
+                .await
+                .unwrap()
+                .click()
+                .await;
+        } else if let Ok(button) = b
+            .find(Locator::XPath("//button[normalize-space(.)='Continue']"))
+            .await
+        {
+            let _ = button.click().await;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// Bob, carol... sign in to the web UI; returns the page they end on.
+async fn web_sign_in(b: &Client, base: &str, user: &str) -> String {
+    b.goto(&format!("{base}/ui/login")).await.unwrap();
+    b.find(Locator::LinkText("Sign in with test"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let base = base.to_string();
+    through_provider(b, user, move |url, body| {
+        url.starts_with(&format!("{base}/ui/inbox"))
+            || (url.starts_with(&base) && body.contains("refused"))
+            || (url.starts_with(&base) && body.contains("may not sign in"))
+            || (url.starts_with(&base) && body.contains("no provider group"))
+    })
+    .await
+}
+
+/// A person's own CLI environment: their saved token and their ~/.pgpass.
+fn person_cli(home: &std::path::Path, api_port: u16, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("JITGATE_SERVER", format!("http://127.0.0.1:{api_port}"))
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env_remove("PGPASSFILE")
+        .env_remove("JITGATE_USER")
+        .env_remove("JITGATE_PASSWORD");
+    c
+}
+
+async fn audit(base: &str, kind: &str) -> Vec<Value> {
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(format!("{base}/api/v1/login"))
+        .json(&serde_json::json!({"user": "root", "password": "root-pw"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap();
+    let all: Value = http
+        .get(format!("{base}/api/v1/audit?kind={kind}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    all["events"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn people_sign_in_with_the_identity_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = Cluster::shared();
+    cluster.psql("postgres", "CREATE DATABASE app").unwrap();
+    cluster
+        .psql(
+            "app",
+            "CREATE ROLE app_read NOLOGIN; CREATE ROLE app_write NOLOGIN;
+             CREATE TABLE orders (id int PRIMARY KEY, total int);
+             INSERT INTO orders SELECT i, i FROM generate_series(1, 100) i;
+             GRANT USAGE ON SCHEMA public TO app_read, app_write;
+             GRANT SELECT ON orders TO app_read; GRANT DELETE ON orders TO app_write;",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, api_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{api_port}");
+    let op = Provider::start(&format!("{base}/ui/login/oidc/test/callback"));
+    let cfg = sso_config(&cluster.url("app"), &dir, (port, api_port), &op.issuer, "");
+    let _serve = serve(&cfg, port);
+    let (_driver, driver_port) = chromedriver();
+    let b = browser(driver_port).await;
+
+    // Alice: device flow from the CLI; she confirms the code in a browser.
+    let alice = dir.path().join("alice");
+    std::fs::create_dir_all(&alice).unwrap();
+    let mut login = person_cli(&alice, api_port, &["login", "--sso"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(login.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("To sign in, open ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    assert!(url.starts_with(&op.issuer), "{url}");
+    b.goto(&url).await.unwrap();
+    through_provider(&b, "alice", |_, body| body.contains("Success")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = login.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jitgate login --sso did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    assert!(rest.contains("through test as alice"), "{rest}");
+
+    // Her connection secret goes to ~/.pgpass; psql through the gateway files
+    // a request for her DELETE.
+    let o = person_cli(
+        &alice,
+        api_port,
+        &[
+            "psql",
+            "--db",
+            "app",
+            "--",
+            "-c",
+            "DELETE FROM orders WHERE id = 42",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out(&o).contains("request 1"), "{}", out(&o));
+    let pgpass = alice.join(".pgpass");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&pgpass).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let entry = std::fs::read_to_string(&pgpass).unwrap();
+    let secret = entry.trim().rsplit(':').next().unwrap().to_string();
+    assert!(
+        entry.starts_with(&format!("127.0.0.1:{port}:*:alice:jgs_")),
+        "{entry}"
+    );
+    // Only its verifier is stored.
+    for f in ["state.db", "state.db-wal"] {
+        let bytes = std::fs::read(dir.path().join(f)).unwrap_or_default();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "secret in {f}"
+        );
+    }
+
+    // Bob signs in through the browser and approves it.
+    b.delete_all_cookies().await.unwrap();
+    let inbox = web_sign_in(&b, &base, "bob").await;
+    assert!(
+        inbox.contains("Request 1: alice asks for app_write on app"),
+        "{inbox}"
+    );
+    b.find(Locator::Css("button.approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .starts_with("/ui/grants")
+    {
+        assert!(Instant::now() < deadline, "no grants page after approving");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let o = person_cli(
+        &alice,
+        api_port,
+        &[
+            "psql",
+            "--db",
+            "app",
+            "--",
+            "-c",
+            "DELETE FROM orders WHERE id = 42",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out(&o).contains("DELETE 1"), "{}", out(&o));
+
+    // The decision names bob's subject and issuer at the provider.
+    let votes = audit(&base, "decision.approve").await;
+    let vote = votes
+        .iter()
+        .find(|e| e["actor"] == "bob")
+        .unwrap_or_else(|| panic!("{votes:?}"));
+    assert_eq!(vote["detail"]["idp"]["subject"], "bob", "{vote}");
+    assert_eq!(
+        vote["detail"]["idp"]["issuer"],
+        op.issuer.as_str(),
+        "{vote}"
+    );
+
+    // A state works once, and only in the browser that started the sign-in.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let start = http
+        .get(format!("{base}/ui/login/oidc/test"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), 303);
+    let location = start.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.contains("code_challenge_method=S256"),
+        "{location}"
+    );
+    let state = location
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("state="))
+        .unwrap()
+        .to_string();
+    b.goto(&format!("{base}/ui/login")).await.unwrap();
+    // This browser holds the state as if it had started the sign-in.
+    b.execute(
+        &format!("document.cookie = 'jg_sso={state}; path=/ui/login/oidc'"),
+        vec![],
+    )
+    .await
+    .unwrap();
+    b.goto(&location).await.unwrap();
+    let page = through_provider(&b, "bob", |url, _| {
+        url.starts_with(&format!("{base}/ui/inbox"))
+    })
+    .await;
+    assert!(page.contains("bob"), "{page}");
+    let replay = http
+        .get(format!(
+            "{base}/ui/login/oidc/test/callback?code=again&state={state}"
+        ))
+        .header("cookie", format!("jg_sso={state}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 400);
+    assert!(replay.text().await.unwrap().contains("already finished"));
+    let elsewhere = http
+        .get(format!(
+            "{base}/ui/login/oidc/test/callback?code=x&state={state}"
+        ))
+        .header("cookie", "jg_sso=somebody-elses")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 403);
+
+    // ID tokens that must not sign anyone in: carol's, rewritten on the way.
+    for (mode, why) in [
+        ("tamper", "signature does not verify"),
+        ("expired", "has expired"),
+        ("wrong_audience", "issued to another application"),
+    ] {
+        b.delete_all_cookies().await.unwrap();
+        op.admin(&format!("token-mode?mode={mode}")).await;
+        let page = web_sign_in(&b, &base, "carol").await;
+        assert!(page.contains(why), "{mode}: {page}");
+        assert!(
+            !b.current_url()
+                .await
+                .unwrap()
+                .path()
+                .starts_with("/ui/inbox"),
+            "{mode}"
+        );
+    }
+    let refused = audit(&base, "auth.refused").await;
+    assert!(refused.len() >= 3, "{refused:?}");
+
+    // A new signing key at the provider: jitgate fetches the keys again.
+    op.admin("rotate").await;
+    b.delete_all_cookies().await.unwrap();
+    let page = web_sign_in(&b, &base, "carol").await;
+    assert!(
+        b.current_url()
+            .await
+            .unwrap()
+            .path()
+            .starts_with("/ui/inbox"),
+        "{page}"
+    );
+
+    // Other domains and people in no mapped group stay out.
+    b.delete_all_cookies().await.unwrap();
+    let page = web_sign_in(&b, &base, "mallory").await;
+    assert!(page.contains("may not sign in"), "{page}");
+    b.delete_all_cookies().await.unwrap();
+    let page = web_sign_in(&b, &base, "dave").await;
+    assert!(page.contains("no provider group mapped"), "{page}");
+
+    // Bob leaves the approvers' group at the provider: after signing in
+    // again he sees alice's next request but cannot approve it.
+    let o = person_cli(&alice, api_port, &["request", "app_write", "--db", "app"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    op.admin("groups?user=bob&groups=engineers").await;
+    b.delete_all_cookies().await.unwrap();
+    web_sign_in(&b, &base, "bob").await;
+    b.goto(&format!("{base}/ui/requests/2")).await.unwrap();
+    let page = b
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Not an approver any more, he does not even see it (as if missing).
+    assert!(page.contains("no request with id 2"), "{page}");
+    assert!(
+        b.find_all(Locator::Css("button.approve"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "{page}"
+    );
+    // Nor through the API with the same session (the cookie holds an API token).
+    let session = b.get_named_cookie("jg_session").await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/requests/2/approve"))
+        .bearer_auth(session.value())
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(r.status().as_u16(), 403 | 404), "{}", r.status());
+    let filed = audit(&base, "request.approved").await;
+    assert!(
+        filed.iter().all(|e| e["subject"] != "request:2"),
+        "{filed:?}"
+    );
+    b.close().await.unwrap();
+}
+
+/// With `password_login = false`, configured passwords open nothing: not the
+/// API, not the web UI's form, not the wire.
+#[tokio::test(flavor = "multi_thread")]
+async fn passwords_can_be_turned_off() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = Cluster::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, api_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{api_port}");
+    // The provider is found on first use; none needs to run for this.
+    let cfg = sso_config(
+        &cluster.url("postgres"),
+        &dir,
+        (port, api_port),
+        "http://127.0.0.1:9",
+        "password_login = false",
+    );
+    let _serve = serve(&cfg, port);
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/api/v1/login"))
+        .json(&serde_json::json!({"user": "root", "password": "root-pw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "password_login_off", "{body}");
+    let page = http
+        .get(format!("{base}/ui/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Sign in with test"), "{page}");
+    assert!(!page.contains("name=\"password\""), "{page}");
+    let o = Command::new("psql")
+        .arg(format!("host=127.0.0.1 port={port} dbname=app user=root"))
+        .args(["-c", "SELECT 1"])
+        .env("PGPASSWORD", "root-pw")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        out(&o).contains("password authentication failed"),
+        "{}",
+        out(&o)
+    );
+}
