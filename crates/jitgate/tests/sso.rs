@@ -33,7 +33,7 @@ struct Provider {
 }
 
 impl Provider {
-    fn start(redirect_uri: &str) -> Provider {
+    fn start(redirect_uri: &str, device_flow: bool) -> Provider {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc");
         assert!(
             std::path::Path::new(dir)
@@ -45,6 +45,7 @@ impl Provider {
         let mut child = Command::new("node")
             .arg("provider.mjs")
             .args([&port.to_string(), CLIENT_ID, CLIENT_SECRET, redirect_uri])
+            .args((!device_flow).then_some("no-device"))
             .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -81,7 +82,7 @@ fn sso_config(
     let (port, api_port) = ports;
     let text = testkit::config::App::new(admin_url)
         .no_people()
-        .person("root", &["admins"])
+        .person("root", &["admins", "engineers"])
         .gateway(format!("listen = \"127.0.0.1:{port}\""))
         .gateway(format!("api_listen = \"127.0.0.1:{api_port}\""))
         .gateway(format!("public_url = \"http://127.0.0.1:{api_port}\""))
@@ -237,8 +238,14 @@ async fn people_sign_in_with_the_identity_provider() {
     let dir = tempfile::tempdir().unwrap();
     let (port, api_port) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{api_port}");
-    let op = Provider::start(&format!("{base}/ui/login/oidc/test/callback"));
-    let cfg = sso_config(&cluster.url("app"), &dir, (port, api_port), &op.issuer, "");
+    let op = Provider::start(&format!("{base}/ui/login/oidc/test/callback"), true);
+    let cfg = sso_config(
+        &cluster.url("app"),
+        &dir,
+        (port, api_port),
+        &op.issuer,
+        "login_role_prefix = \"sso1_\"",
+    );
     let _serve = serve(&cfg, port);
     let (_driver, driver_port) = chromedriver();
     let b = browser(driver_port).await;
@@ -353,6 +360,28 @@ async fn people_sign_in_with_the_identity_provider() {
     .unwrap();
     assert!(out(&o).contains("DELETE 1"), "{}", out(&o));
 
+    // The secret ends with alice's sign-in: after she logs out, psql with
+    // the same ~/.pgpass entry is refused.
+    let token = saved_token(&alice);
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let o = Command::new("psql")
+        .arg(format!("host=127.0.0.1 port={port} dbname=app user=alice"))
+        .args(["-w", "-c", "SELECT 1"])
+        .env("PGPASSFILE", &pgpass)
+        .output()
+        .unwrap();
+    assert!(
+        out(&o).contains("password authentication failed"),
+        "{}",
+        out(&o)
+    );
+
     // The decision names bob's subject and issuer at the provider.
     let votes = audit(&base, "decision.approve").await;
     let vote = votes
@@ -465,8 +494,12 @@ async fn people_sign_in_with_the_identity_provider() {
     assert!(page.contains("no provider group mapped"), "{page}");
 
     // Bob leaves the approvers' group at the provider: after signing in
-    // again he sees alice's next request but cannot approve it.
-    let o = person_cli(&alice, api_port, &["request", "app_write", "--db", "app"])
+    // again he cannot approve the next request (root's, a local account).
+    let o = Command::new(BIN)
+        .args(["request", "app_write", "--db", "app"])
+        .env("JITGATE_SERVER", &base)
+        .env("JITGATE_USER", "root")
+        .env("JITGATE_PASSWORD", "root-pw")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", out(&o));
@@ -508,6 +541,12 @@ async fn people_sign_in_with_the_identity_provider() {
     b.close().await.unwrap();
 }
 
+fn saved_token(home: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(home.join(".config/jitgate/tokens.json")).unwrap();
+    let all: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
+    all.values().next().unwrap().as_str().unwrap().to_string()
+}
+
 /// With `password_login = false`, configured passwords open nothing: not the
 /// API, not the web UI's form, not the wire.
 #[tokio::test(flavor = "multi_thread")]
@@ -523,7 +562,7 @@ async fn passwords_can_be_turned_off() {
         &dir,
         (port, api_port),
         "http://127.0.0.1:9",
-        "password_login = false",
+        "password_login = false\nlogin_role_prefix = \"sso2_\"",
     );
     let _serve = serve(&cfg, port);
     let http = reqwest::Client::new();
@@ -558,4 +597,63 @@ async fn passwords_can_be_turned_off() {
         "{}",
         out(&o)
     );
+}
+
+/// Where the provider offers no device flow, `jitgate login --sso` signs in
+/// through the browser and a loopback listener of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_signs_in_through_the_browser_without_a_device_flow() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = Cluster::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, api_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{api_port}");
+    let op = Provider::start(&format!("{base}/ui/login/oidc/test/callback"), false);
+    let cfg = sso_config(
+        &cluster.url("postgres"),
+        &dir,
+        (port, api_port),
+        &op.issuer,
+        "login_role_prefix = \"sso3_\"",
+    );
+    let _serve = serve(&cfg, port);
+    let carol = dir.path().join("carol");
+    std::fs::create_dir_all(&carol).unwrap();
+    let mut login = person_cli(&carol, api_port, &["login", "--sso", "--no-browser"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(login.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("To sign in, open ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    assert!(
+        url.starts_with(&format!("{base}/ui/login/oidc/test?cli_port=")),
+        "{url}"
+    );
+    let (_driver, driver_port) = chromedriver();
+    let b = browser(driver_port).await;
+    b.goto(&url).await.unwrap();
+    through_provider(&b, "carol", |_, body| body.contains("Signed in to jitgate")).await;
+    let status = login.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    assert!(rest.contains("through test as carol"), "{rest}");
+    let me: Value = reqwest::Client::new()
+        .get(format!("{base}/api/v1/me"))
+        .bearer_auth(saved_token(&carol))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user"], "carol", "{me}");
+    assert!(!me["may_approve"].as_array().unwrap().is_empty(), "{me}");
+    b.close().await.unwrap();
 }

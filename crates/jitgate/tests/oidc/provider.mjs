@@ -6,7 +6,9 @@
 // (/admin/token-mode?mode=...): the ID token is then tampered with, expired,
 // or minted for another audience before jitgate receives it.
 //
-//   node provider.mjs <port> <client_id> <client_secret> <redirect_uri>
+//   node provider.mjs <port> <client_id> <client_secret> <redirect_uri> [no-device]
+//
+// `no-device`: without the device authorization grant (as some providers).
 //
 // Prints "ready <issuer>" once it listens on 127.0.0.1:<port>.
 
@@ -14,7 +16,8 @@ import http from 'node:http';
 import Provider from 'oidc-provider';
 import * as jose from 'jose';
 
-const [port, clientId, clientSecret, redirectUri] = process.argv.slice(2);
+const [port, clientId, clientSecret, redirectUri, flag] = process.argv.slice(2);
+const deviceFlow = flag !== 'no-device';
 const issuer = `http://127.0.0.1:${port}`;
 
 const accounts = new Map([
@@ -41,13 +44,15 @@ function build() {
       client_id: clientId,
       client_secret: clientSecret,
       redirect_uris: [redirectUri],
-      grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code'],
+      grant_types: deviceFlow
+        ? ['authorization_code', 'urn:ietf:params:oauth:grant-type:device_code']
+        : ['authorization_code'],
       response_types: ['code'],
     }],
     pkce: { required: () => true },
     features: {
       devInteractions: { enabled: true },
-      deviceFlow: { enabled: true },
+      deviceFlow: { enabled: deviceFlow },
     },
     claims: {
       openid: ['sub'],
