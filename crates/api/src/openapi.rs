@@ -24,6 +24,16 @@ fn op(summary: &str, tag: &str, body: Option<&str>, ok: &str) -> Value {
     o
 }
 
+fn name_param() -> Value {
+    json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}])
+}
+
+/// An operation that needs no token.
+fn public(mut o: Value) -> Value {
+    o.as_object_mut().unwrap().remove("security");
+    o
+}
+
 fn id_param() -> Value {
     json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}])
 }
@@ -45,6 +55,16 @@ pub fn document() -> Value {
             "/api/v1/login": {"post": login},
             "/api/v1/logout": {"post": op("Revoke the caller's token", "auth", None, "204")},
             "/api/v1/me": {"get": op("The caller's effective policy: what they may request and approve", "auth", None, "200")},
+            "/api/v1/login/oidc": {"get": public(op("The identity providers to sign in with, and whether passwords work", "sso", None, "200"))},
+            "/api/v1/login/oidc/{name}/device": {"post": public(op("Start a device-flow sign-in: a user code, where to enter it, and a handle to poll with", "sso", None, "200")), "parameters": name_param()},
+            "/api/v1/login/oidc/{name}/device/token": {"post": public(op("Poll a device-flow sign-in (202 pending; 200 with a token once signed in; 410 expired)", "sso", Some("Handle"), "200")), "parameters": name_param()},
+            "/api/v1/login/oidc/loopback": {"post": public(op("Trade a loopback sign-in's one-time code and verifier for a token", "sso", Some("Loopback"), "200"))},
+            "/api/v1/connection-secret": {
+                "post": op("A connection secret for database clients (people signed in through an identity provider); replaces the previous one", "sso", None, "200"),
+                "delete": op("Revoke the caller's connection secret", "sso", None, "204")
+            },
+            "/api/v1/connection-secret/{user}": {"delete": op("Revoke someone's connection secret (admins)", "sso", None, "204"),
+                "parameters": [{"name": "user", "in": "path", "required": true, "schema": {"type": "string"}}]},
             "/api/v1/requests": {
                 "get": op("Requests visible to the caller (filters: state, mine)", "requests", None, "200"),
                 "post": op("File a request (returns the pending one if it exists)", "requests", Some("FileRequest"), "201")
@@ -76,7 +96,10 @@ pub fn document() -> Value {
                     "properties": {"role": {"type": "string"}, "database": {"type": "string"}, "reason": {"type": "string"},
                                    "duration": {"type": "string", "examples": ["30m"]}, "statement": {"type": "string"}}},
                 "Comment": {"type": "object", "additionalProperties": false, "properties": {"comment": {"type": "string"}}},
-                "Reason": {"type": "object", "additionalProperties": false, "properties": {"reason": {"type": "string"}}}
+                "Reason": {"type": "object", "additionalProperties": false, "properties": {"reason": {"type": "string"}}},
+                "Handle": {"type": "object", "required": ["handle"], "additionalProperties": false, "properties": {"handle": {"type": "string"}}},
+                "Loopback": {"type": "object", "required": ["code", "verifier"], "additionalProperties": false,
+                    "properties": {"code": {"type": "string"}, "verifier": {"type": "string"}}}
             }
         }
     })

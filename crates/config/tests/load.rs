@@ -197,3 +197,53 @@ fn syntax_and_type_errors_carry_the_line() {
 fn missing_gateway_table_is_an_error() {
     assert!(matches!(Config::from_toml(""), Err(ConfigError::Parse(_))));
 }
+
+#[test]
+fn identity_providers_are_checked() {
+    let idp = |extra: &str| {
+        format!(
+            "[[identity_provider]]\nname = \"corp\"\nissuer = \"https://login.example.com\"\n\
+             client_id = \"jitgate\"\nclient_secret = \"s\"\n{extra}"
+        )
+    };
+    let ok = with(&idp("group_map = { \"db-admins\" = \"engineers\" }\n"));
+    let cfg = Config::from_toml(&ok).unwrap();
+    let p = cfg.identity_provider("corp").unwrap();
+    assert_eq!(p.groups_claim, "groups");
+    assert_eq!(p.username_claim, "email");
+    assert_eq!(p.scopes, ["openid", "email", "profile"]);
+    assert_eq!(p.max_session_age, Duration::from_secs(12 * 3600));
+    assert!(cfg.gateway.password_login);
+    let cases = [
+        (idp(""), "identity_provider[0].group_map"),
+        (
+            idp("group_map = { \"x\" = \"nobody\" }\n"),
+            "identity_provider[0].group_map",
+        ),
+        (
+            idp("group_map = { \"x\" = \"engineers\" }\nscopes = [\"email\"]\n"),
+            "identity_provider[0].scopes",
+        ),
+        (
+            idp("group_map = { \"x\" = \"engineers\" }\n")
+                .replace("https://login.example.com", "http://login.example.com"),
+            "identity_provider[0].issuer",
+        ),
+        (
+            idp("group_map = { \"x\" = \"engineers\" }\nclient_secret_file = \"/s\"\n"),
+            "identity_provider[0].client_secret_file",
+        ),
+    ];
+    for (extra, want) in cases {
+        let (field, _, message) = invalid(&with(&extra));
+        assert_eq!(field, want, "for {extra}: {message}");
+    }
+    // Loopback issuers are allowed (tests, a provider on the same host).
+    let local = with(&idp("group_map = { \"x\" = \"engineers\" }\n"))
+        .replace("https://login.example.com", "http://127.0.0.1:9000");
+    Config::from_toml(&local).unwrap();
+    // Passwords off needs a provider.
+    let (field, _, _) =
+        invalid(&with("").replace("[gateway]\n", "[gateway]\npassword_login = false\n"));
+    assert_eq!(field, "gateway.password_login");
+}

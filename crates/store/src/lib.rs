@@ -226,11 +226,12 @@ pub trait Store: Send + Sync {
     /// Records: small named values with an expiry, for what sign-in keeps
     /// between requests (pending sign-ins, identities, connection secrets)
     /// so that any replica can continue it. Writes (or replaces) `key` with
-    /// `audit`, and drops expired records, in one transaction.
+    /// `audit`, and drops records expired by `now`, in one transaction.
     async fn put_record(
         &self,
         key: &str,
         value: &str,
+        now: Time,
         expires_at: Time,
         audit: Vec<AuditEvent>,
     ) -> Result<(), StoreError>;

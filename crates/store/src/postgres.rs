@@ -583,12 +583,13 @@ impl Store for PgStore {
         &self,
         key: &str,
         value: &str,
+        now: Time,
         expires_at: Time,
         audit: Vec<AuditEvent>,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = write_tx(&mut client).await?;
-        let now = audit::time_text(&chrono::Utc::now());
+        let now = audit::time_text(&now);
         tx.execute("DELETE FROM records WHERE expires_at < $1", &[&now])
             .await?;
         tx.execute(

@@ -552,11 +552,12 @@ impl Store for SqliteStore {
         &self,
         key: &str,
         value: &str,
+        now: Time,
         expires_at: Time,
         audit: Vec<AuditEvent>,
     ) -> Result<(), StoreError> {
         let (key, value) = (key.to_string(), value.to_string());
-        let now = audit::time_text(&chrono::Utc::now());
+        let now = audit::time_text(&now);
         self.run(move |conn| {
             let tx = write_tx(conn)?;
             tx.execute("DELETE FROM records WHERE expires_at < ?1", [now])?;

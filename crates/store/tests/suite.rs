@@ -441,6 +441,67 @@ async fn tokens_are_stored_by_hash_and_revocable(kind: &str) {
     assert!(s.token("nope").await.unwrap().is_none());
 }
 
+both!(records_expire_and_are_taken_once);
+async fn records_expire_and_are_taken_once(kind: &str) {
+    let (s, _b) = open(kind).await;
+    let (now, later) = (t0(), t0() + Duration::minutes(10));
+    s.put_record("sso-state:a", "one", now, later, vec![])
+        .await
+        .unwrap();
+    s.put_record(
+        "sso-state:b",
+        "two",
+        now,
+        t0() + Duration::minutes(1),
+        vec![],
+    )
+    .await
+    .unwrap();
+    s.put_record("identity:alice", "{}", now, later, vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.record("sso-state:a", now).await.unwrap().as_deref(),
+        Some("one")
+    );
+    let listed = s.records("sso-state:", now).await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    // Expired: invisible, and not taken.
+    let after = t0() + Duration::minutes(2);
+    assert_eq!(s.record("sso-state:b", after).await.unwrap(), None);
+    assert_eq!(s.take_record("sso-state:b", after).await.unwrap(), None);
+    // Taken once, by one of two concurrent takers.
+    let (x, y) = tokio::join!(
+        s.take_record("sso-state:a", now),
+        s.take_record("sso-state:a", now)
+    );
+    let got: Vec<_> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
+    assert_eq!(got, ["one"]);
+    // Replacing keeps one value; a write drops what expired by its `now`.
+    s.put_record("identity:alice", "{\"v\":2}", now, later, vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.records("identity:", now).await.unwrap(),
+        [("identity:alice".to_string(), "{\"v\":2}".to_string())]
+    );
+    s.put_record(
+        "x",
+        "y",
+        t0() + Duration::minutes(20),
+        t0() + Duration::minutes(30),
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert!(s
+        .records("", t0())
+        .await
+        .unwrap()
+        .iter()
+        .all(|(k, _)| k == "x"));
+}
+
 both!(tick_ends_every_grant_not_just_the_first_thousand);
 async fn tick_ends_every_grant_not_just_the_first_thousand(kind: &str) {
     let (s, _b) = open(kind).await;

@@ -101,6 +101,7 @@ pub async fn start(
         .put_record(
             &hashed("sso-device", &handle),
             &serde_json::to_string(&pending).expect("serializable"),
+            now,
             now + chrono::Duration::seconds(expires_in),
             vec![],
         )
@@ -180,6 +181,7 @@ pub async fn poll(
                 .put_record(
                     &key,
                     &serde_json::to_string(&slower).expect("serializable"),
+                    now,
                     now + chrono::Duration::minutes(10),
                     vec![],
                 )

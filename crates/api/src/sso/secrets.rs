@@ -60,6 +60,7 @@ pub async fn issue(
         .put_record(
             &secret_key(&caller.user),
             &serde_json::to_string(&stored).expect("serializable"),
+            now,
             expires_at,
             vec![ev],
         )

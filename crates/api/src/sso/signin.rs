@@ -162,11 +162,14 @@ pub async fn complete(
         );
         state
             .store
-            .put_record(&key, &record, kept, vec![ev])
+            .put_record(&key, &record, now, kept, vec![ev])
             .await?;
         return Err(ApiError::forbidden(reason));
     }
-    state.store.put_record(&key, &record, kept, vec![]).await?;
+    state
+        .store
+        .put_record(&key, &record, now, kept, vec![])
+        .await?;
     let age =
         chrono::Duration::from_std(provider.config.max_session_age).unwrap_or(crate::TOKEN_TTL);
     let detail = json!({"via": via, "idp": idp_detail(&person),
@@ -184,6 +187,76 @@ impl From<super::provider::SsoError> for ApiError {
                 ApiError::new(StatusCode::BAD_GATEWAY, "sso_provider", e.to_string())
             }
             Config(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider() -> config::IdentityProvider {
+        let text = "[gateway]\n[[group]]\nname = \"dba\"\n[[group]]\nname = \"engineers\"\n\
+                    [[identity_provider]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\n\
+                    client_id = \"j\"\nallowed_domains = [\"example.com\"]\n\
+                    group_map = { \"db-admins\" = \"dba\", \"eng\" = \"engineers\" }\n";
+        config::Config::from_toml(text).unwrap().identity_providers[0].clone()
+    }
+
+    fn token(claims: Value) -> Verified {
+        Verified {
+            issuer: "https://idp.example.com".into(),
+            subject: "00u1".into(),
+            claims: claims.as_object().unwrap().clone(),
+        }
+    }
+
+    #[test]
+    fn people_get_their_name_and_mapped_groups() {
+        let (user, p) = person(
+            &provider(),
+            &token(json!({"email": "Alice@Example.com", "email_verified": true,
+                          "groups": ["eng", "db-admins", "unmapped"]})),
+        )
+        .unwrap();
+        assert_eq!(user, "alice");
+        assert_eq!(p.groups, ["dba", "engineers"].map(String::from).into());
+        assert_eq!(
+            (p.issuer.as_str(), p.subject.as_str()),
+            ("https://idp.example.com", "00u1")
+        );
+        // A space-separated string claim counts too; no mapped group: no groups.
+        let (_, p) = person(
+            &provider(),
+            &token(
+                json!({"email": "a@example.com", "email_verified": true, "groups": "eng other"}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(p.groups, ["engineers".to_string()].into());
+        let (_, p) = person(
+            &provider(),
+            &token(json!({"email": "a@example.com", "email_verified": true, "groups": ["other"]})),
+        )
+        .unwrap();
+        assert!(p.groups.is_empty());
+    }
+
+    #[test]
+    fn domains_must_be_allowed_and_verified_and_names_plain() {
+        for claims in [
+            json!({"email": "a@evil.example", "email_verified": true, "groups": ["eng"]}),
+            json!({"email": "a@example.com", "email_verified": false, "groups": ["eng"]}),
+            json!({"email": "a@example.com", "groups": ["eng"]}),
+            json!({"email": "a@sub.example.com.evil", "email_verified": true, "groups": ["eng"]}),
+            json!({"groups": ["eng"]}),
+            json!({"email": "a b@example.com", "email_verified": true, "groups": ["eng"]}),
+            json!({"email": "\"x:y\"@example.com", "email_verified": true, "groups": ["eng"]}),
+        ] {
+            assert!(
+                person(&provider(), &token(claims.clone())).is_err(),
+                "{claims}"
+            );
         }
     }
 }

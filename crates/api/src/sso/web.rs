@@ -108,6 +108,7 @@ pub async fn start(
         .put_record(
             &hashed("sso-state", csrf.secret()),
             &record,
+            now,
             now + PENDING_TTL,
             vec![],
         )
@@ -252,6 +253,7 @@ pub async fn callback(
             .put_record(
                 &hashed("sso-loopback", &one_time),
                 &record,
+                now,
                 now + LOOPBACK_TTL,
                 vec![],
             )

@@ -132,11 +132,12 @@ impl Store for FlakyStore {
         &self,
         key: &str,
         value: &str,
+        now: Time,
         expires_at: Time,
         a: Vec<AuditEvent>,
     ) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.put_record(key, value, expires_at, a).await
+        self.inner.put_record(key, value, now, expires_at, a).await
     }
     async fn record(&self, key: &str, now: Time) -> Result<Option<String>, StoreError> {
         self.check()?;
