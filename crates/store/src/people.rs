@@ -10,8 +10,9 @@ use config::ScramVerifier;
 use policy::{Person, Time};
 use serde::{Deserialize, Serialize};
 
-/// Identities are kept this long after the last sign-in.
-pub const IDENTITY_KEPT: chrono::Duration = chrono::Duration::days(400);
+/// Identities are kept for good (a record's expiry must be a time): a name,
+/// once bound to a subject, is never handed to another.
+pub const IDENTITY_KEPT: chrono::Duration = chrono::Duration::days(100 * 365);
 
 pub fn identity_key(user: &str) -> String {
     format!("identity:{user}")

@@ -7,7 +7,7 @@
 use openidconnect::core::{
     CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod, CoreGrantType,
     CoreIdToken, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
-    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+    CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::http::{HeaderValue, Request as HttpRequest, Response as HttpResponse};
 use openidconnect::{
@@ -174,8 +174,10 @@ impl Provider {
             CoreIdToken::from_str(raw).map_err(|e| SsoError::Token(format!("not a JWT: {e}")))?;
         let mut refreshed = false;
         loop {
-            let client = self.client(self.metadata(refreshed).await?)?;
-            let verifier = client.id_token_verifier();
+            let m = self.metadata(refreshed).await?;
+            let algs = signing_algs(&m);
+            let client = self.client(m)?;
+            let verifier = client.id_token_verifier().set_allowed_algs(algs);
             let checked = match nonce {
                 Some(n) => token.claims(&verifier, n).cloned(),
                 None => token.claims(&verifier, |_: Option<&Nonce>| Ok(())).cloned(),
@@ -255,6 +257,24 @@ impl Provider {
 
     pub fn post(&self, url: &str) -> reqwest::RequestBuilder {
         self.basic_auth(self.http.post(url))
+    }
+}
+
+/// The signature algorithms the provider says it uses for ID tokens, less
+/// the symmetric ones (keyed with the client secret, which the provider is not
+/// alone in knowing) and `none`; RS256 when it says nothing.
+fn signing_algs(m: &Metadata) -> Vec<CoreJwsSigningAlgorithm> {
+    use CoreJwsSigningAlgorithm as A;
+    let algs: Vec<_> = m
+        .id_token_signing_alg_values_supported()
+        .iter()
+        .filter(|a| !matches!(a, A::HmacSha256 | A::HmacSha384 | A::HmacSha512 | A::None))
+        .cloned()
+        .collect();
+    if algs.is_empty() {
+        vec![A::RsaSsaPkcs1V15Sha256]
+    } else {
+        algs
     }
 }
 
