@@ -9,12 +9,12 @@
 
 mod common;
 
-use common::browser::{browser, chromedriver};
+use common::browser::{browser, chromedriver, wait_for_path};
 use common::*;
 use fantoccini::{Client, Locator};
 use pgcluster::Cluster;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 async fn log_in(b: &Client, base: &str, user: &str, password: &str) {
     b.goto(&format!("{base}/ui/login")).await.unwrap();
@@ -175,23 +175,7 @@ async fn bob_approves_alices_statement_in_the_browser() {
         .click()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .starts_with("/ui/grants")
-    {
-        if Instant::now() > deadline {
-            let url = b.current_url().await.unwrap();
-            panic!(
-                "not redirected to the grants page: at {url}: {}",
-                text(&b).await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_path(&b, "/ui/grants").await;
     let grants = text(&b).await;
     assert!(
         grants.contains("Grant 1: alice holds app_write on app"),

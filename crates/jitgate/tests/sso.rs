@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::browser::{browser, chromedriver};
+use common::browser::{browser, chromedriver, wait_for_path};
 use common::*;
 use fantoccini::{Client, Locator};
 use pgcluster::Cluster;
@@ -196,6 +196,51 @@ fn person_cli(home: &std::path::Path, api_port: u16, args: &[&str]) -> Command {
     c
 }
 
+/// `jitgate login --sso ...` running in a person's environment, with the
+/// address it asked them to open.
+struct CliSignIn {
+    child: std::process::Child,
+    stderr: BufReader<std::process::ChildStderr>,
+    url: String,
+}
+
+impl CliSignIn {
+    fn start(home: &std::path::Path, api_port: u16, args: &[&str]) -> CliSignIn {
+        let mut child = person_cli(home, api_port, args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("To sign in, open ")
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_string();
+        CliSignIn { child, stderr, url }
+    }
+
+    /// Waits for it to end well; what it printed last.
+    async fn finish(mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "jitgate login --sso did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stderr, &mut rest).unwrap();
+        assert!(status.success(), "{rest}");
+        rest
+    }
+}
+
 async fn audit(base: &str, kind: &str) -> Vec<Value> {
     let http = reqwest::Client::new();
     let login: Value = http
@@ -253,35 +298,11 @@ async fn people_sign_in_with_the_identity_provider() {
     // Alice: device flow from the CLI; she confirms the code in a browser.
     let alice = dir.path().join("alice");
     std::fs::create_dir_all(&alice).unwrap();
-    let mut login = person_cli(&alice, api_port, &["login", "--sso"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(login.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("To sign in, open ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
-    assert!(url.starts_with(&op.issuer), "{url}");
-    b.goto(&url).await.unwrap();
+    let login = CliSignIn::start(&alice, api_port, &["login", "--sso"]);
+    assert!(login.url.starts_with(&op.issuer), "{}", login.url);
+    b.goto(&login.url).await.unwrap();
     through_provider(&b, "alice", |_, body| body.contains("Success")).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = login.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "jitgate login --sso did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    assert!(status.success(), "{rest}");
+    let rest = login.finish().await;
     assert!(rest.contains("through test as alice"), "{rest}");
 
     // Her connection secret goes to ~/.pgpass; psql through the gateway files
@@ -333,17 +354,7 @@ async fn people_sign_in_with_the_identity_provider() {
         .click()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .starts_with("/ui/grants")
-    {
-        assert!(Instant::now() < deadline, "no grants page after approving");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_path(&b, "/ui/grants").await;
     let o = person_cli(
         &alice,
         api_port,
@@ -619,30 +630,19 @@ async fn the_cli_signs_in_through_the_browser_without_a_device_flow() {
     let _serve = serve(&cfg, port);
     let carol = dir.path().join("carol");
     std::fs::create_dir_all(&carol).unwrap();
-    let mut login = person_cli(&carol, api_port, &["login", "--sso", "--no-browser"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(login.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("To sign in, open ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
+    let login = CliSignIn::start(&carol, api_port, &["login", "--sso", "--no-browser"]);
     assert!(
-        url.starts_with(&format!("{base}/ui/login/oidc/test?cli_port=")),
-        "{url}"
+        login
+            .url
+            .starts_with(&format!("{base}/ui/login/oidc/test?cli_port=")),
+        "{}",
+        login.url
     );
     let (_driver, driver_port) = chromedriver();
     let b = browser(driver_port).await;
-    b.goto(&url).await.unwrap();
+    b.goto(&login.url).await.unwrap();
     through_provider(&b, "carol", |_, body| body.contains("Signed in to jitgate")).await;
-    let status = login.wait().unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    assert!(status.success(), "{rest}");
+    let rest = login.finish().await;
     assert!(rest.contains("through test as carol"), "{rest}");
     let me: Value = reqwest::Client::new()
         .get(format!("{base}/api/v1/me"))

@@ -62,20 +62,13 @@ pub async fn start(
             ),
         ));
     };
-    let resp = p
-        .post(endpoint.url().as_str())
-        .form(&[
-            ("client_id", p.config.client_id.as_str()),
-            ("scope", &p.config.scopes.join(" ")),
-        ])
-        .send()
-        .await
-        .map_err(|e| SsoError::Unreachable {
-            provider: name.clone(),
-            message: store::described(&e),
-        })?;
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    let scope = p.config.scopes.join(" ");
+    let (status, body) = p
+        .post_form(
+            endpoint.url().as_str(),
+            &[("client_id", &p.config.client_id), ("scope", &scope)],
+        )
+        .await?;
     let (Some(device_code), Some(user_code), Some(uri)) = (
         body["device_code"].as_str(),
         body["user_code"].as_str(),
@@ -149,21 +142,16 @@ pub async fn poll(
     let token_url = m
         .token_endpoint()
         .ok_or_else(|| ApiError::internal(format!("{name} has no token endpoint")))?;
-    let resp = p
-        .post(token_url.url().as_str())
-        .form(&[
-            ("grant_type", DEVICE_GRANT),
-            ("device_code", pending.device_code.as_str()),
-            ("client_id", p.config.client_id.as_str()),
-        ])
-        .send()
-        .await
-        .map_err(|e| SsoError::Unreachable {
-            provider: name.clone(),
-            message: store::described(&e),
-        })?;
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    let (status, body) = p
+        .post_form(
+            token_url.url().as_str(),
+            &[
+                ("grant_type", DEVICE_GRANT),
+                ("device_code", &pending.device_code),
+                ("client_id", &p.config.client_id),
+            ],
+        )
+        .await?;
     match body["error"].as_str() {
         Some("authorization_pending") => {
             return Ok((
@@ -231,15 +219,7 @@ pub async fn poll(
     let verified = match verified {
         Ok(v) => v,
         Err(e) => {
-            let ev = store::AuditEvent::new(
-                now,
-                store::Kind::AuthRefused,
-                "-",
-                format!("provider:{name}"),
-                json!({"provider": name, "reason": e.to_string(), "via": "cli-device"}),
-            )
-            .alert();
-            state.store.append_audit(vec![ev]).await?;
+            signin::record_refusal(&state, &name, &e.to_string(), "cli-device").await?;
             return Err(e.into());
         }
     };

@@ -245,7 +245,7 @@ impl Provider {
     }
 
     /// `client_secret_basic` credentials for requests made by hand (RFC 6749 §2.3.1).
-    pub fn basic_auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn basic_auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let enc = |s: &str| {
             openidconnect::url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
         };
@@ -255,8 +255,21 @@ impl Provider {
         }
     }
 
-    pub fn post(&self, url: &str) -> reqwest::RequestBuilder {
-        self.basic_auth(self.http.post(url))
+    /// POSTs `form` with the client's credentials; the status and the JSON
+    /// answer (null if it was not JSON).
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+    ) -> Result<(reqwest::StatusCode, Value), SsoError> {
+        let resp = self
+            .basic_auth(self.http.post(url))
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
 }
 

@@ -89,6 +89,25 @@ pub fn idp_detail(p: &Person) -> Value {
     json!({"provider": p.provider, "issuer": p.issuer, "subject": p.subject})
 }
 
+/// Audits a sign-in refused before anyone was identified (the token did not
+/// validate, the provider failed).
+pub async fn record_refusal(
+    state: &AppState,
+    provider: &str,
+    reason: &str,
+    via: &str,
+) -> Result<(), store::StoreError> {
+    let ev = AuditEvent::new(
+        state.clock.now(),
+        Kind::AuthRefused,
+        "-",
+        format!("provider:{provider}"),
+        json!({"provider": provider, "reason": reason, "via": via}),
+    )
+    .alert();
+    state.store.append_audit(vec![ev]).await
+}
+
 /// Records the person and issues a session token, or refuses (audited).
 pub async fn complete(
     state: &AppState,

@@ -221,15 +221,7 @@ pub async fn callback(
     let verified = match signed {
         Ok(v) => v,
         Err(e) => {
-            let ev = store::AuditEvent::new(
-                now,
-                store::Kind::AuthRefused,
-                "-",
-                format!("provider:{name}"),
-                json!({"provider": name, "reason": e.to_string(), "via": "web"}),
-            )
-            .alert();
-            let _ = state.store.append_audit(vec![ev]).await;
+            let _ = signin::record_refusal(&state, &name, &e.to_string(), "web").await;
             let resp = ApiError::from(e);
             return failed(&state, resp.status, resp.message);
         }

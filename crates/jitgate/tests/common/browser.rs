@@ -39,3 +39,23 @@ pub async fn browser(driver_port: u16) -> Client {
         .await
         .expect("a chromium session")
 }
+
+/// Waits (10 s at most) until the browser is on a page whose path starts
+/// with `prefix`.
+pub async fn wait_for_path(b: &Client, prefix: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let url = b.current_url().await.unwrap();
+        if url.path().starts_with(prefix) {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let page = match b.find(fantoccini::Locator::Css("body")).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            panic!("not on {prefix}: at {url}: {page}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
