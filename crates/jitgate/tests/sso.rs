@@ -307,20 +307,18 @@ async fn people_sign_in_with_the_identity_provider() {
 
     // Her connection secret goes to ~/.pgpass; psql through the gateway files
     // a request for her DELETE.
-    let o = person_cli(
-        &alice,
-        api_port,
-        &[
+    let alice_deletes = || {
+        let args = [
             "psql",
             "--db",
             "app",
             "--",
             "-c",
             "DELETE FROM orders WHERE id = 42",
-        ],
-    )
-    .output()
-    .unwrap();
+        ];
+        person_cli(&alice, api_port, &args).output().unwrap()
+    };
+    let o = alice_deletes();
     assert!(out(&o).contains("request 1"), "{}", out(&o));
     let pgpass = alice.join(".pgpass");
     let mode =
@@ -355,20 +353,7 @@ async fn people_sign_in_with_the_identity_provider() {
         .await
         .unwrap();
     wait_for_path(&b, "/ui/grants").await;
-    let o = person_cli(
-        &alice,
-        api_port,
-        &[
-            "psql",
-            "--db",
-            "app",
-            "--",
-            "-c",
-            "DELETE FROM orders WHERE id = 42",
-        ],
-    )
-    .output()
-    .unwrap();
+    let o = alice_deletes();
     assert!(out(&o).contains("DELETE 1"), "{}", out(&o));
 
     // The secret ends with alice's sign-in: after she logs out, psql with
