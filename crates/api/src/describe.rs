@@ -187,6 +187,31 @@ mod tests {
     }
 
     #[test]
+    fn people_from_a_provider_are_named_with_their_subject() {
+        let r = record(
+            Kind::DecisionApprove,
+            "bob",
+            "request:3",
+            serde_json::json!({"stage": 0, "comment": "ok",
+                "idp": {"provider": "corp", "issuer": "https://idp.example.com", "subject": "00u7"}}),
+        );
+        assert_eq!(
+            line(&r),
+            "bob (00u7 at https://idp.example.com) approves request 3: ok"
+        );
+        let r = record(
+            Kind::AuthRefused,
+            "-",
+            "provider:corp",
+            serde_json::json!({"provider": "corp", "reason": "the ID token was refused: it has expired"}),
+        );
+        assert_eq!(
+            line(&r),
+            "sign-in through corp refused: the ID token was refused: it has expired"
+        );
+    }
+
+    #[test]
     fn every_kind_has_a_line_without_placeholders_for_its_own_fields() {
         for k in Kind::ALL {
             let r = record(*k, "carol", "grant:2", serde_json::json!({}));

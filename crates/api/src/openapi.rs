@@ -61,9 +61,9 @@ pub fn document() -> Value {
             "/api/v1/login/oidc/loopback": {"post": public(op("Trade a loopback sign-in's one-time code and verifier for a token", "sso", Some("Loopback"), "200"))},
             "/api/v1/connection-secret": {
                 "post": op("A connection secret for database clients (people signed in through an identity provider); replaces the previous one", "sso", None, "200"),
-                "delete": op("Revoke the caller's connection secret", "sso", None, "204")
+                "delete": op("Revoke the caller's connection secret (answers the user and the gateway's address)", "sso", None, "200")
             },
-            "/api/v1/connection-secret/{user}": {"delete": op("Revoke someone's connection secret (admins)", "sso", None, "204"),
+            "/api/v1/connection-secret/{user}": {"delete": op("Revoke someone's connection secret (admins)", "sso", None, "200"),
                 "parameters": [{"name": "user", "in": "path", "required": true, "schema": {"type": "string"}}]},
             "/api/v1/requests": {
                 "get": op("Requests visible to the caller (filters: state, mine)", "requests", None, "200"),

@@ -161,6 +161,9 @@ enum Command {
     DbLogin {
         #[arg(long)]
         db: String,
+        /// Revoke your connection secret instead (and drop its pgpass entry).
+        #[arg(long)]
+        revoke: bool,
     },
     /// `db-login`, then psql through the gateway; arguments after `--` go to psql.
     Psql {
@@ -445,7 +448,17 @@ async fn client_command(
         Command::Audit {
             command: AuditCommand::Export,
         } => commands::audit_export(&c).await,
-        Command::DbLogin { db } => match sso::db_login(&c, &db).await {
+        Command::DbLogin {
+            db: _,
+            revoke: true,
+        } => match sso::revoke(&c).await {
+            Ok(report) => {
+                eprintln!("{report}");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        Command::DbLogin { db, revoke: false } => match sso::db_login(&c, &db).await {
             Ok(login) => {
                 eprintln!("{}", login.report);
                 Ok(())

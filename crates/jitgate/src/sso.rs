@@ -159,15 +159,15 @@ fn pgpass_field(s: &str) -> String {
     s.replace('\\', "\\\\").replace(':', "\\:")
 }
 
-/// Writes `host:port:*:user:secret`, replacing this gateway's earlier entry
-/// for the user; other lines are kept. The file stays 0600 (libpq ignores
-/// it otherwise).
+/// Writes `host:port:*:user:secret` (or, without a secret, nothing),
+/// replacing this gateway's earlier entry for the user; other lines are kept.
+/// The file stays 0600 (libpq ignores it otherwise).
 fn write_pgpass(
     path: &PathBuf,
     host: &str,
     port: u16,
     user: &str,
-    secret: &str,
+    secret: Option<&str>,
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let prefix = format!("{}:{port}:*:{}:", pgpass_field(host), pgpass_field(user));
@@ -177,7 +177,9 @@ fn write_pgpass(
         .filter(|l| !l.starts_with(&prefix))
         .map(str::to_string)
         .collect();
-    lines.insert(0, format!("{prefix}{}", pgpass_field(secret)));
+    if let Some(secret) = secret {
+        lines.insert(0, format!("{prefix}{}", pgpass_field(secret)));
+    }
     let tmp = path.with_extension("jitgate-tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -214,7 +216,7 @@ pub async fn db_login(c: &Client, db: &str) -> anyhow::Result<DbLogin> {
     );
     let port = answer["port"].as_u64().unwrap_or(5432) as u16;
     let path = pgpass_path()?;
-    write_pgpass(&path, host, port, user, secret)?;
+    write_pgpass(&path, host, port, user, Some(secret))?;
     let conninfo = format!("host={host} port={port} dbname={db} user={user}");
     let report = format!(
         "connection secret for {user} until {} written to {}\n\
@@ -224,6 +226,23 @@ pub async fn db_login(c: &Client, db: &str) -> anyhow::Result<DbLogin> {
         path.display(),
     );
     Ok(DbLogin { conninfo, report })
+}
+
+/// `jitgate db-login --revoke`: the secret stops working at the gateway, and
+/// its pgpass entry goes.
+pub async fn revoke(c: &Client) -> anyhow::Result<String> {
+    let me = c.call("DELETE", "/api/v1/connection-secret", None).await?;
+    let (host, port, user) = (
+        me["host"].as_str().unwrap_or_default(),
+        me["port"].as_u64().unwrap_or(5432) as u16,
+        me["user"].as_str().unwrap_or_default(),
+    );
+    let path = pgpass_path()?;
+    write_pgpass(&path, host, port, user, None)?;
+    Ok(format!(
+        "connection secret of {user} revoked; its entry removed from {}",
+        path.display()
+    ))
 }
 
 /// `jitgate psql`: a fresh connection secret, then psql with `args`; returns

@@ -356,8 +356,36 @@ async fn people_sign_in_with_the_identity_provider() {
     let o = alice_deletes();
     assert!(out(&o).contains("DELETE 1"), "{}", out(&o));
 
-    // The secret ends with alice's sign-in: after she logs out, psql with
-    // the same ~/.pgpass entry is refused.
+    // Revoked, the secret opens nothing, and its ~/.pgpass entry is gone.
+    let old = dir.path().join("old-pgpass");
+    std::fs::copy(&pgpass, &old).unwrap();
+    let o = person_cli(&alice, api_port, &["db-login", "--db", "app", "--revoke"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(!std::fs::read_to_string(&pgpass).unwrap().contains("alice"));
+    let psql_with = |file: &std::path::Path| {
+        let o = Command::new("psql")
+            .arg(format!("host=127.0.0.1 port={port} dbname=app user=alice"))
+            .args(["-w", "-c", "SELECT count(*) FROM orders"])
+            .env("PGPASSFILE", file)
+            .output()
+            .unwrap();
+        out(&o)
+    };
+    assert!(psql_with(&old).contains("password authentication failed"));
+
+    // A new one works until alice's sign-in ends: after she logs out, psql
+    // with the same ~/.pgpass entry is refused.
+    let o = person_cli(&alice, api_port, &["db-login", "--db", "app"])
+        .output()
+        .unwrap();
+    assert!(
+        out(&o).contains("postgresql://alice@127.0.0.1"),
+        "{}",
+        out(&o)
+    );
+    assert!(psql_with(&pgpass).contains("99"), "{}", psql_with(&pgpass));
     let token = saved_token(&alice);
     let r = reqwest::Client::new()
         .post(format!("{base}/api/v1/logout"))
@@ -366,16 +394,10 @@ async fn people_sign_in_with_the_identity_provider() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let o = Command::new("psql")
-        .arg(format!("host=127.0.0.1 port={port} dbname=app user=alice"))
-        .args(["-w", "-c", "SELECT 1"])
-        .env("PGPASSFILE", &pgpass)
-        .output()
-        .unwrap();
+    let refused = psql_with(&pgpass);
     assert!(
-        out(&o).contains("password authentication failed"),
-        "{}",
-        out(&o)
+        refused.contains("password authentication failed"),
+        "{refused}"
     );
 
     // The decision names bob's subject and issuer at the provider.

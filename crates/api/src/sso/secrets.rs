@@ -96,7 +96,7 @@ fn gateway_address(state: &AppState) -> (String, u16) {
     (host.to_string(), port)
 }
 
-async fn take(state: &AppState, actor: &str, user: &str) -> Result<StatusCode, ApiError> {
+async fn take(state: &AppState, actor: &str, user: &str) -> Result<Json<Value>, ApiError> {
     let now = state.clock.now();
     let existed = state
         .store
@@ -118,13 +118,17 @@ async fn take(state: &AppState, actor: &str, user: &str) -> Result<StatusCode, A
         json!({}),
     );
     state.store.append_audit(vec![ev]).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let (host, port) = gateway_address(state);
+    // Where the secret was used: clients drop their pgpass entry for it.
+    Ok(Json(
+        json!({"user": user, "revoked": true, "host": host, "port": port}),
+    ))
 }
 
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     take(&state, &caller.user, &caller.user).await
 }
 
@@ -132,7 +136,7 @@ pub async fn revoke_for(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(user): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     if caller.user != user && !state.is_admin(&caller.user) {
         return Err(ApiError::forbidden(
             "only admins revoke other people's connection secrets",
