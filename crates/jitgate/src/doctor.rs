@@ -1,8 +1,8 @@
 //! `jitgate doctor`: checks a deployment end to end and says what to fix,
 //! one line each — the admin role's rights, rules the database does not
 //! back, login roles reachable other than through the gateway (pg_hba),
-//! standing keyholders left, clock skew to the database, and the state
-//! store's durability. Read-only. Exit 1 when something must be fixed.
+//! standing keyholders left, clock skew to the database, the state
+//! store's durability, and that identity providers answer. Read-only. Exit 1 when something must be fixed.
 
 use config::Config;
 use serde_json::Value;
@@ -56,7 +56,57 @@ pub async fn check(cfg: &Config) -> Vec<Finding> {
         database(cfg, &db.name, &mut out).await;
     }
     state_store(cfg, &mut out).await;
+    identity_providers(cfg, &mut out).await;
     out
+}
+
+/// Each `[[identity_provider]]` answers discovery with signing keys, and the
+/// redirect URI people will be sent back to is a real address.
+async fn identity_providers(cfg: &Config, out: &mut Vec<Finding>) {
+    if cfg.identity_providers.is_empty() {
+        return;
+    }
+    if cfg.gateway.public_url.is_none() {
+        say(
+            out,
+            Level::Warn,
+            format!(
+                "public_url is not set: providers send people back to {}/ui/login/oidc/<name>/callback; \
+                 set [gateway] public_url to the address people reach jitgate at",
+                cfg.gateway.public_url()
+            ),
+        );
+    }
+    for p in &cfg.identity_providers {
+        if let Err(e) = p.secret() {
+            say(
+                out,
+                Level::Fix,
+                format!(
+                    "identity provider {}: cannot read client_secret_file: {e}",
+                    p.name
+                ),
+            );
+            continue;
+        }
+        let provider = api::sso::provider::Provider::new(p.clone(), &cfg.gateway.public_url());
+        match provider.metadata(false).await {
+            Ok(m) => say(
+                out,
+                Level::Ok,
+                format!(
+                    "identity provider {}: {} answers discovery ({} signing keys, device flow: {}); \
+                     register the redirect URI {}",
+                    p.name,
+                    p.issuer,
+                    m.jwks().keys().len(),
+                    if m.additional_metadata().device_authorization_endpoint.is_some() { "yes" } else { "no, the CLI signs in through the browser" },
+                    provider.redirect_uri
+                ),
+            ),
+            Err(e) => say(out, Level::Fix, format!("identity provider {}: {e}", p.name)),
+        }
+    }
 }
 
 async fn database(cfg: &Config, name: &str, out: &mut Vec<Finding>) {

@@ -615,6 +615,18 @@ async fn passwords_can_be_turned_off() {
         "{}",
         out(&o)
     );
+    // doctor says the provider cannot be reached.
+    let o = Command::new(BIN)
+        .args(["doctor", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        out(&o).contains("FIX  identity provider test: cannot reach"),
+        "{}",
+        out(&o)
+    );
 }
 
 /// Where the provider offers no device flow, `jitgate login --sso` signs in
@@ -662,5 +674,19 @@ async fn the_cli_signs_in_through_the_browser_without_a_device_flow() {
         .unwrap();
     assert_eq!(me["user"], "carol", "{me}");
     assert!(!me["may_approve"].as_array().unwrap().is_empty(), "{me}");
+    // doctor: the provider answers, without a device flow.
+    let o = Command::new(BIN)
+        .args(["doctor", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let report = out(&o);
+    assert!(
+        report.contains(&format!(
+            "ok   identity provider test: {} answers discovery (1 signing keys, device flow: no",
+            op.issuer
+        )),
+        "{report}"
+    );
     b.close().await.unwrap();
 }
