@@ -72,7 +72,9 @@ pub fn payload(w: &Webhook, event: &str, r: &AuditRecord, public_url: &str) -> V
     match w.format {
         WebhookFormat::Json => json!({
             "event": event, "id": r.seq, "at": r.event.at, "kind": r.event.kind,
-            "severity": r.event.severity, "actor": r.event.actor, "subject": r.event.subject,
+            "severity": r.event.severity, "actor": r.event.actor,
+            // The actor at their identity provider (provider, issuer, subject), if any.
+            "actor_idp": r.event.detail["idp"], "subject": r.event.subject,
             "detail": r.event.detail, "text": text, "link": link,
         }),
         WebhookFormat::Slack => json!({ "text": format!("{text} <{link}|open in jitgate>") }),
@@ -314,6 +316,36 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .starts_with("alice asks for r on d"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn deliveries_name_the_actor_at_their_provider() {
+        let text =
+            "[gateway]\n[[webhook]]\nurl = \"https://h/x\"\nsecret = \"s\"\nevents = [\"*\"]\n";
+        let w = &config::Config::from_toml(text).unwrap().webhooks[0];
+        let idp = json!({"provider": "corp", "issuer": "https://idp", "subject": "00u7"});
+        let vote = AuditRecord {
+            seq: 3,
+            event: store::AuditEvent::new(
+                chrono::Utc::now(),
+                Kind::DecisionApprove,
+                "bob",
+                "request:1".into(),
+                json!({"stage": 0, "comment": "", "idp": idp}),
+            ),
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let body = payload(w, "decision.approve", &vote, "https://j");
+        assert_eq!(body["actor"], "bob");
+        assert_eq!(body["actor_idp"], idp);
+        assert!(
+            body["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("bob (00u7 at https://idp) approves"),
             "{body}"
         );
     }
