@@ -48,7 +48,14 @@ impl Provider {
             .args((!device_flow).then_some("no-device"))
             .current_dir(dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // Its warnings (development adapter, Node version) go to a file.
+            .stderr(
+                std::fs::File::create(format!(
+                    "{}/oidc-provider-{port}.log",
+                    env!("CARGO_TARGET_TMPDIR")
+                ))
+                .unwrap(),
+            )
             .spawn()
             .expect("node (scripts/install-deps --tests)");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
