@@ -235,6 +235,15 @@ pub trait Store: Send + Sync {
         expires_at: Time,
         audit: Vec<AuditEvent>,
     ) -> Result<(), StoreError>;
+    /// Writes `key` only if it holds nothing unexpired at `now`; returns what
+    /// it held instead (of two callers claiming the same key, one wins).
+    async fn claim_record(
+        &self,
+        key: &str,
+        value: &str,
+        now: Time,
+        expires_at: Time,
+    ) -> Result<Option<String>, StoreError>;
     /// The value of `key` unless it has expired by `now`.
     async fn record(&self, key: &str, now: Time) -> Result<Option<String>, StoreError>;
     /// Deletes `key`, returning its value if it had not expired by `now`:

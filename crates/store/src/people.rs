@@ -18,6 +18,11 @@ pub fn identity_key(user: &str) -> String {
     format!("identity:{user}")
 }
 
+/// Which (issuer, subject) a name belongs to: claimed once, kept for good.
+pub fn name_key(user: &str) -> String {
+    format!("name:{user}")
+}
+
 pub fn secret_key(user: &str) -> String {
     format!("connection-secret:{user}")
 }

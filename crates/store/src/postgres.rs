@@ -603,6 +603,35 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn claim_record(
+        &self,
+        key: &str,
+        value: &str,
+        now: Time,
+        expires_at: Time,
+    ) -> Result<Option<String>, StoreError> {
+        let mut client = self.client().await?;
+        // Writers hold the advisory lock: the read and the write are one step.
+        let tx = write_tx(&mut client).await?;
+        let held = tx
+            .query_opt(
+                "SELECT value FROM records WHERE key = $1 AND expires_at > $2",
+                &[&key, &audit::time_text(&now)],
+            )
+            .await?
+            .map(|r| r.get::<_, String>(0));
+        if held.is_none() {
+            tx.execute(
+                "INSERT INTO records (key, value, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                &[&key, &value, &audit::time_text(&expires_at)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(held)
+    }
+
     async fn record(&self, key: &str, now: Time) -> Result<Option<String>, StoreError> {
         let client = self.client().await?;
         let row = client

@@ -573,6 +573,37 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn claim_record(
+        &self,
+        key: &str,
+        value: &str,
+        now: Time,
+        expires_at: Time,
+    ) -> Result<Option<String>, StoreError> {
+        let (key, value) = (key.to_string(), value.to_string());
+        let (now, expires_at) = (audit::time_text(&now), audit::time_text(&expires_at));
+        self.run(move |conn| {
+            let tx = write_tx(conn)?;
+            let held: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM records WHERE key = ?1 AND expires_at > ?2",
+                    [&key, &now],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if held.is_none() {
+                tx.execute(
+                    "INSERT INTO records (key, value, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                    params![key, value, expires_at],
+                )?;
+            }
+            tx.commit()?;
+            Ok(held)
+        })
+        .await
+    }
+
     async fn record(&self, key: &str, now: Time) -> Result<Option<String>, StoreError> {
         let (key, now) = (key.to_string(), audit::time_text(&now));
         self.run(move |conn| {

@@ -502,6 +502,42 @@ async fn records_expire_and_are_taken_once(kind: &str) {
         .all(|(k, _)| k == "x"));
 }
 
+both!(a_record_is_claimed_once);
+async fn a_record_is_claimed_once(kind: &str) {
+    let (s, _b) = open(kind).await;
+    let (now, kept) = (t0(), t0() + Duration::days(1));
+    let claims = (0..8).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.claim_record("name:alice", &format!("subject {i}"), now, kept)
+                .await
+        })
+    });
+    let mut won = Vec::new();
+    for c in claims {
+        if c.await.unwrap().unwrap().is_none() {
+            won.push(());
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one claim wins");
+    let owner = s.record("name:alice", now).await.unwrap().unwrap();
+    assert_eq!(
+        s.claim_record("name:alice", "someone else", now, kept)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(owner.as_str())
+    );
+    // An expired claim can be made again.
+    let later = kept + Duration::seconds(1);
+    assert_eq!(
+        s.claim_record("name:alice", "new", later, later + Duration::days(1))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 both!(tick_ends_every_grant_not_just_the_first_thousand);
 async fn tick_ends_every_grant_not_just_the_first_thousand(kind: &str) {
     let (s, _b) = open(kind).await;

@@ -144,15 +144,18 @@ pub async fn complete(
         state.store.append_audit(vec![ev]).await?;
         return Err(ApiError::forbidden(reason));
     }
-    if let Some(known) = store::people::identity(&*state.store, &user, now).await? {
-        if (known.issuer.as_str(), known.subject.as_str())
-            != (person.issuer.as_str(), person.subject.as_str())
-        {
+    // One name, one subject, for good: the first to sign in claims it.
+    let me = format!("{}\n{}", person.issuer, person.subject);
+    let kept = now + store::people::IDENTITY_KEPT;
+    if let Some(owner) = state
+        .store
+        .claim_record(&store::people::name_key(&user), &me, now, kept)
+        .await?
+    {
+        if owner != me {
+            let (issuer, subject) = owner.split_once('\n').unwrap_or((&owner, "?"));
             let (ev, reason) = refuse(
-                format!(
-                    "the name `{user}` belongs to another identity ({} at {})",
-                    known.subject, known.issuer
-                ),
+                format!("the name `{user}` belongs to another identity ({subject} at {issuer})"),
                 Some(&user),
             );
             state.store.append_audit(vec![ev]).await?;
@@ -163,7 +166,6 @@ pub async fn complete(
     // in every session and replica, not when their sessions expire.
     let record = serde_json::to_string(&person).map_err(|e| ApiError::internal(e.to_string()))?;
     let key = store::people::identity_key(&user);
-    let kept = now + store::people::IDENTITY_KEPT;
     state.policy.vouch(&user, person.clone());
     if person.groups.is_empty() {
         let (ev, reason) = refuse(

@@ -139,6 +139,16 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.put_record(key, value, now, expires_at, a).await
     }
+    async fn claim_record(
+        &self,
+        key: &str,
+        value: &str,
+        now: Time,
+        expires_at: Time,
+    ) -> Result<Option<String>, StoreError> {
+        self.check()?;
+        self.inner.claim_record(key, value, now, expires_at).await
+    }
     async fn record(&self, key: &str, now: Time) -> Result<Option<String>, StoreError> {
         self.check()?;
         self.inner.record(key, now).await

@@ -26,6 +26,8 @@ const accounts = new Map([
   ['carol', { email: 'carol@example.com', groups: ['dba'] }],
   ['mallory', { email: 'mallory@evil.example', groups: ['dba'] }],
   ['dave', { email: 'dave@example.com', groups: ['marketing'] }],
+  // Another account with alice's address (a reused or recycled mailbox).
+  ['impostor', { email: 'alice@example.com', groups: ['dba'] }],
 ]);
 
 let tokenMode = 'honest';
