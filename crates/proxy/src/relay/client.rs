@@ -1,6 +1,7 @@
 //! Client → server: framing, the hook's questions, refusals, and the client's
 //! side of a held statement.
 
+use super::frames::{Frames, Route};
 use super::*;
 
 impl Relay<'_> {
@@ -70,7 +71,7 @@ impl Relay<'_> {
                     _ => {}
                 }
                 if let Verdict::Refuse(err) = verdict {
-                    return Ok(Some(self.refuse_extended(p, err, syncs, skipping)));
+                    return Ok(Some(self.refuse_extended_at(p, err, syncs, skipping)));
                 }
             }
             tag::BIND => {
@@ -104,7 +105,7 @@ impl Relay<'_> {
                     values: &values,
                 };
                 if let Verdict::Refuse(err) = self.ask(statement, pending).await {
-                    return Ok(Some(self.refuse_extended(p, err, syncs, skipping)));
+                    return Ok(Some(self.refuse_extended_at(p, err, syncs, skipping)));
                 }
             }
             _ => {
@@ -122,7 +123,11 @@ impl Relay<'_> {
 
     /// The replacement of a refused extended-protocol message: a Describe the
     /// server fails on, after which it (and we) skip to Sync.
-    fn refuse_extended(
+    fn refuse_extended(&self, p: &Progress, err: ErrorFields, f: &mut Frames) -> BytesMut {
+        self.refuse_extended_at(p, err, f.syncs, &mut f.skipping)
+    }
+
+    fn refuse_extended_at(
         &self,
         p: &Progress,
         err: ErrorFields,
@@ -137,6 +142,8 @@ impl Relay<'_> {
     }
 
     /// Client → server. `Ok(())` when the client left (Terminate or EOF).
+    /// The reading, the hook's questions and the writing happen here; where
+    /// each message starts and what goes upstream is `Frames`' (sans I/O).
     pub(super) async fn frontend(
         &self,
         mut client: ReadHalf<'_>,
@@ -144,28 +151,18 @@ impl Relay<'_> {
         p: &Progress,
     ) -> Result<(), Ending> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let mut out = BytesMut::new();
         // Bytes the client sent while a statement was held.
         let mut later = BytesMut::new();
-        let mut passthrough = 0usize;
-        // After a refused Parse the server discards everything up to Sync;
-        // so do we (nothing is shown to the hook that the server won't run).
-        let mut skipping = false;
-        // Whether the rest of a partly received message is dropped (skipping).
-        let mut discarding = false;
-        let mut syncs = 0u64;
-        // Prepared statements whose Binds the hook checks (by name; `""` is
-        // the unnamed one). Empty for nearly every session: Binds stream.
-        let mut bind_checks: HashMap<Vec<u8>, String> = HashMap::new();
+        let mut f = Frames::default();
         loop {
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK);
             }
-            let mid_message = passthrough > 0 || !buf.is_empty();
+            let mid_message = f.mid_message() || !buf.is_empty();
             let read = if p.reruns {
                 tokio::select! {
                     _ = p.wake.notified() => {
-                        self.resend(&mut server, p, &mut syncs).await?;
+                        self.resend(&mut server, p, &mut f.syncs).await?;
                         continue;
                     }
                     r = self.read_client(&mut client, &mut buf, p, mid_message) => r?,
@@ -176,7 +173,7 @@ impl Relay<'_> {
             };
             match read {
                 // Gone between messages: the server is in a clean state.
-                Ok(0) if passthrough == 0 && buf.is_empty() => return Ok(()),
+                Ok(0) if !mid_message => return Ok(()),
                 // Gone mid-message: part of it may be upstream already.
                 Ok(0) => {
                     return Err(Ending::ClientIo(std::io::Error::new(
@@ -188,203 +185,121 @@ impl Relay<'_> {
                 Err(e) => return Err(Ending::ClientIo(e)),
             }
             if p.reruns {
-                self.while_held(&mut client, &mut buf, &mut server, p, &mut syncs)
+                self.while_held(&mut client, &mut buf, &mut server, p, &mut f.syncs)
                     .await?;
             }
-            let (mut pos, mut start) = (0usize, 0usize);
-            let mut rewritten = false;
+            f.begin(buf.len());
             let mut terminated = false;
-            if passthrough > 0 {
-                pos = passthrough.min(buf.len());
-                passthrough -= pos;
-                if discarding {
-                    start = pos;
-                    rewritten = true;
-                }
-            }
-            while pos < buf.len() {
-                let h = match Header::parse(&buf[pos..], self.limits.max_message_bytes) {
-                    Ok(Some(h)) => h,
-                    Ok(None) => break,
-                    Err(e) => return Err(Ending::ClientViolation(violation(e))),
-                };
-                let end = pos + h.frame_len();
-                if !FRONTEND_TAGS.contains(&h.tag) {
-                    return Err(Ending::ClientViolation(ErrorFields::fatal(
-                        "08P01",
-                        format!("invalid frontend message type {:?}", h.tag as char),
-                    )));
-                }
+            while let Some(h) = f
+                .header(&buf, self.limits.max_message_bytes)
+                .map_err(Ending::ClientViolation)?
+            {
                 if p.reruns {
-                    let idle = !skipping
-                        && syncs == p.ready_seen.load(Relaxed)
+                    let idle = !f.skipping
+                        && f.syncs == p.ready_seen.load(Relaxed)
                         && p.last_status.load(Relaxed) == b'I';
-                    let frame = (end <= buf.len()).then(|| &buf[pos..end]);
                     p.rerun
                         .lock()
                         .unwrap()
-                        .client_message(h.tag, frame, idle, syncs);
+                        .client_message(h.tag, f.frame(&buf, &h), idle, f.syncs);
                 }
-                if !skipping && (h.tag == tag::BIND || h.tag == tag::EXECUTE) {
+                if !f.skipping && (h.tag == tag::BIND || h.tag == tag::EXECUTE) {
                     // While the transaction is poisoned, a statement prepared
                     // earlier must not commit it either: refuse, skip to Sync.
                     if let Some(err) = self.session.poison_error() {
                         if p.reruns {
                             p.rerun.lock().unwrap().spoil();
                         }
-                        out.extend_from_slice(&buf[start..pos]);
-                        let r = self.refuse_extended(p, err, syncs, &mut skipping);
-                        out.extend_from_slice(&r);
-                        start = pos;
-                        rewritten = true;
+                        let r = self.refuse_extended(p, err, &mut f);
+                        f.refuse_at(&buf, &r);
                     }
                 }
-                if skipping && h.tag != tag::SYNC && h.tag != tag::TERMINATE {
-                    // The server ignores everything up to Sync after an error;
-                    // drop it here, so nothing the hook has not seen is sent.
-                    out.extend_from_slice(&buf[start..pos]);
-                    rewritten = true;
-                    if end <= buf.len() {
-                        pos = end;
-                    } else {
-                        passthrough = end - buf.len();
-                        discarding = true;
-                        pos = buf.len();
+                let (end, syncs_before) = match f
+                    .route(&buf, &h, self.limits.max_query_bytes)
+                    .map_err(Ending::ClientViolation)?
+                {
+                    Route::Skipped | Route::Stream => continue,
+                    Route::Incomplete => {
+                        buf.reserve(f.pos + h.frame_len() - buf.len());
+                        break;
                     }
-                    start = pos;
-                    continue;
-                }
-                let inspected = matches!(h.tag, tag::QUERY | tag::PARSE | tag::FUNCTION_CALL)
-                    || (h.tag == tag::BIND && !bind_checks.is_empty());
-                match h.tag {
-                    _ if inspected => {
-                        if h.tag != tag::BIND && h.body_len > self.limits.max_query_bytes {
-                            return Err(Ending::ClientViolation(ErrorFields::fatal(
-                                "54000",
-                                format!(
-                                    "statement of {} bytes exceeds max_query_bytes ({})",
-                                    h.body_len, self.limits.max_query_bytes
-                                ),
-                            )));
-                        }
-                        if end > buf.len() {
-                            buf.reserve(end - buf.len());
-                            break;
-                        }
-                        let syncs_before = syncs;
-                        if h.tag == tag::QUERY || h.tag == tag::FUNCTION_CALL {
-                            syncs += 1;
-                        }
-                        let body = &buf[pos + Header::SIZE..end];
-                        // Behind a statement that may change lexing: the
-                        // hook reads this one knowing it.
-                        self.session.set_lexing_unsure(
-                            p.ready_seen.load(Relaxed) < p.lexing_until.load(Relaxed),
-                        );
-                        let mut pending = Pending {
-                            server: &mut server,
-                            client: &mut client,
-                            later: &mut later,
-                            client_gone: false,
-                            out: &mut out,
-                            before: &buf[start..pos],
-                            progress: p,
-                            session: self.session,
-                            syncs_before,
-                            flushed: false,
-                            error: None,
-                        };
-                        let replacement = self
-                            .inspect(
-                                h.tag,
-                                body,
-                                p,
-                                syncs,
-                                &mut skipping,
-                                &mut pending,
-                                &mut bind_checks,
-                            )
-                            .await
-                            .map_err(Ending::ClientViolation)?;
-                        if self.session.take_lexing_change() {
-                            // Answered at this message's sync point (a
-                            // Parse's is the next Sync).
-                            let until = if h.tag == tag::PARSE {
-                                syncs + 1
-                            } else {
-                                syncs
-                            };
-                            p.lexing_until.fetch_max(until, Relaxed);
-                        }
-                        let (flushed, error) = (pending.flushed, pending.error.take());
-                        if let Some(e) = error {
-                            return Err(Ending::ServerIo(e));
-                        }
-                        if pending.client_gone {
-                            // Never run a held statement for a client that left.
-                            return Err(Ending::ClientIo(std::io::Error::new(
-                                std::io::ErrorKind::UnexpectedEof,
-                                "client left while its statement was held",
-                            )));
-                        }
-                        // What the client sent while we waited comes after
-                        // everything already in the buffer.
-                        if !later.is_empty() {
-                            buf.extend_from_slice(&later);
-                            later.clear();
-                        }
-                        if flushed {
-                            start = pos;
-                            rewritten = true;
-                        }
-                        if let Some(r) = replacement {
-                            if p.reruns {
-                                p.rerun.lock().unwrap().spoil();
-                            }
-                            out.extend_from_slice(&buf[start..pos]);
-                            out.extend_from_slice(&r);
-                            start = end;
-                            rewritten = true;
-                        }
-                        pos = end;
-                        continue;
-                    }
-                    tag::SYNC => {
-                        syncs += 1;
-                        skipping = false;
-                    }
-                    tag::TERMINATE => {
+                    Route::Terminate => {
                         terminated = true;
                         break;
                     }
-                    // Bind, Close, CopyData, CopyDone, CopyFail, Describe,
-                    // Execute, Flush: streamed through.
-                    _ => {}
+                    Route::Inspect { end, syncs_before } => (end, syncs_before),
+                };
+                let body = &buf[f.pos + Header::SIZE..end];
+                // Behind a statement that may change lexing: the hook reads
+                // this one knowing it.
+                self.session
+                    .set_lexing_unsure(p.ready_seen.load(Relaxed) < p.lexing_until.load(Relaxed));
+                let mut pending = Pending {
+                    server: &mut server,
+                    client: &mut client,
+                    later: &mut later,
+                    client_gone: false,
+                    out: &mut f.out,
+                    before: &buf[f.start..f.pos],
+                    progress: p,
+                    session: self.session,
+                    syncs_before,
+                    flushed: false,
+                    error: None,
+                };
+                let replacement = self
+                    .inspect(
+                        h.tag,
+                        body,
+                        p,
+                        f.syncs,
+                        &mut f.skipping,
+                        &mut pending,
+                        &mut f.bind_checks,
+                    )
+                    .await
+                    .map_err(Ending::ClientViolation)?;
+                if self.session.take_lexing_change() {
+                    // Answered at this message's sync point (a Parse's is
+                    // the next Sync).
+                    let until = if h.tag == tag::PARSE {
+                        f.syncs + 1
+                    } else {
+                        f.syncs
+                    };
+                    p.lexing_until.fetch_max(until, Relaxed);
                 }
-                if end <= buf.len() {
-                    pos = end;
-                } else {
-                    passthrough = end - buf.len();
-                    discarding = false;
-                    pos = buf.len();
+                let (flushed, error) = (pending.flushed, pending.error.take());
+                if let Some(e) = error {
+                    return Err(Ending::ServerIo(e));
                 }
+                if pending.client_gone {
+                    // Never run a held statement for a client that left.
+                    return Err(Ending::ClientIo(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "client left while its statement was held",
+                    )));
+                }
+                // What the client sent while we waited comes after
+                // everything already in the buffer.
+                if !later.is_empty() {
+                    buf.extend_from_slice(&later);
+                    later.clear();
+                }
+                if replacement.is_some() && p.reruns {
+                    p.rerun.lock().unwrap().spoil();
+                }
+                f.inspected(&buf, end, flushed, replacement.as_deref());
             }
-            p.sync_points_sent.store(syncs, Relaxed);
-            if syncs > p.ready_seen.load(Relaxed) {
+            p.sync_points_sent.store(f.syncs, Relaxed);
+            if f.syncs > p.ready_seen.load(Relaxed) {
                 self.session.set_busy();
             }
-            let write = if rewritten {
-                out.extend_from_slice(&buf[start..pos]);
-                let r = server.write_all(&out).await;
-                out.clear();
-                r
-            } else if pos > 0 {
-                server.write_all(&buf[..pos]).await
-            } else {
-                Ok(())
-            };
-            write.map_err(Ending::ServerIo)?;
-            buf.advance(pos);
+            let upstream = f.upstream(&buf);
+            if !upstream.is_empty() {
+                server.write_all(upstream).await.map_err(Ending::ServerIo)?;
+            }
+            buf.advance(f.consumed());
             if terminated {
                 return Ok(());
             }

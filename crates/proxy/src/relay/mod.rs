@@ -46,6 +46,7 @@ use wire::encoding::ClientEncoding;
 use wire::{frontend, tag, Header, WireError};
 
 mod client;
+mod frames;
 mod server;
 
 const MARKER_PREFIX: &str = "jitgate_refused_";
