@@ -6,7 +6,10 @@
 //!    gateway's [`GrantTable`] first, then `REVOKE`d in the database (batched),
 //!    then the sessions that used them are dealt with per `on_expiry`;
 //! 3. new grants: `GRANT role TO login_role`, and only then published, so a
-//!    statement let through never lacks the membership;
+//!    statement let through never lacks the membership; the privilege guard
+//!    treats the holder as holding the role from before that GRANT until a
+//!    minute after the grant ends (`GrantTable::may_hold`), so nothing it
+//!    guards slips through while the database and the table differ;
 //! 4. warnings to sessions of grants ending within `expiry_warning`.
 //!
 //! It wakes when told something changed (a decision, a filed request), at the
@@ -50,7 +53,14 @@ pub struct Enforcer {
     unbacked: HashMap<String, Vec<String>>,
     /// When the rules were last compared with the databases.
     backing_checked: Option<tokio::time::Instant>,
+    /// When each (user, database)'s last grant ended here: the privilege
+    /// guard stays on for [`GUARD_AFTER_END`] after (the REVOKE, the
+    /// leader's on another replica, or the reconciler's, may come later).
+    ended_at: HashMap<crate::grants::Key, Time>,
 }
+
+/// How long after a grant's end its holder stays under the privilege guard.
+const GUARD_AFTER_END: chrono::Duration = chrono::Duration::seconds(60);
 
 /// How long a step waits for the store before ending grants by the clock alone.
 const STORE_WAIT: Duration = Duration::from_millis(500);
@@ -80,6 +90,7 @@ impl Enforcer {
             cluster,
             applied: HashMap::new(),
             warned: HashSet::new(),
+            ended_at: HashMap::new(),
             unbacked: HashMap::new(),
             backing_checked: None,
         }
@@ -226,6 +237,16 @@ impl Enforcer {
             .collect();
         self.withdraw(&expired, now).await;
         let desired = desired?;
+        // Before any GRANT below: whoever may hold a managed role now or
+        // soon, or held one lately, is under the privilege guard.
+        self.ended_at.retain(|_, t| now - *t < GUARD_AFTER_END);
+        let guarded = desired
+            .values()
+            .chain(self.applied.values())
+            .map(|g| (g.user.clone(), g.database.clone()))
+            .chain(self.ended_at.keys().cloned())
+            .collect();
+        self.grants().set_guarded(guarded);
         let ended: Vec<ActiveGrant> = self
             .applied
             .values()
@@ -319,6 +340,8 @@ impl Enforcer {
         for g in ended {
             self.applied.remove(&g.id);
             self.warned.remove(&g.id);
+            self.ended_at
+                .insert((g.user.clone(), g.database.clone()), now);
         }
         self.grants().publish(self.applied.values().cloned());
         self.end(ended, now).await;

@@ -36,10 +36,14 @@ impl From<&policy::Grant> for ActiveGrant {
     }
 }
 
-type Key = (String, String);
+pub type Key = (String, String);
 
 pub struct GrantTable {
     by_user: RwLock<HashMap<Key, Vec<ActiveGrant>>>,
+    /// (user, database) whose login role may hold a managed role in the
+    /// database: wider than `by_user` at both edges of a grant — from before
+    /// its GRANT until a while after its REVOKE — for the privilege guard.
+    guarded: RwLock<HashSet<Key>>,
     /// Statement grants already used (each runs once).
     used: Mutex<HashSet<i64>>,
     /// Bumped on every publish; held statements wait on it.
@@ -50,6 +54,7 @@ impl Default for GrantTable {
     fn default() -> Self {
         GrantTable {
             by_user: RwLock::new(HashMap::new()),
+            guarded: RwLock::new(HashSet::new()),
             used: Mutex::new(HashSet::new()),
             version: watch::Sender::new(0),
         }
@@ -88,6 +93,23 @@ impl GrantTable {
             .filter(|g| g.statement.is_none() && now < g.expires_at)
             .map(|g| g.role.clone())
             .collect()
+    }
+
+    /// Sets who may hold a managed role in the database (see `guarded`).
+    pub fn set_guarded(&self, keys: HashSet<Key>) {
+        *self.guarded.write().unwrap() = keys;
+    }
+
+    /// Whether a managed role may be in force for `user` on `database`: a
+    /// published grant, or one being granted or just revoked. The privilege
+    /// guard judges by this, so that nothing slips through while the
+    /// database's membership and the published grants differ.
+    pub fn may_hold(&self, user: &str, database: &str) -> bool {
+        if self.has_any(user, database) {
+            return true;
+        }
+        let guarded = self.guarded.read().unwrap();
+        !guarded.is_empty() && guarded.contains(&(user.to_string(), database.to_string()))
     }
 
     /// Whether `user` has any grant on `database` (cheap pre-check).

@@ -220,7 +220,7 @@ impl HookState {
             &policy::privilege::Session {
                 is_managed: &|n| self.policy.role(n).is_some(),
                 is_login_role: &|n| n.starts_with(prefix.as_str()),
-                in_force: self.grants.has_any(&s.user, &s.database),
+                in_force: self.grants.may_hold(&s.user, &s.database),
                 // Not known yet: every object may be a managed role's.
                 managed_may_own: &|o| owned.as_ref().is_none_or(|m| m.may_own(o)),
             },

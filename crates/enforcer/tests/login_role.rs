@@ -194,6 +194,17 @@ async fn privileges_taken_during_a_window_do_not_outlive_it() {
         )),
         "falsefalse"
     );
+    // Just after the end (the membership is gone here, but a REVOKE can lag
+    // — another replica's, the reconciler's) the guard still judges alice as
+    // holding the role: nothing it guards is sent.
+    let e = alice
+        .batch_execute(&format!(
+            "GRANT INSERT ON w_schema.kept TO {me} /* gr_marker_after */"
+        ))
+        .await
+        .unwrap_err();
+    assert!(message(&e).starts_with("jitgate refuses"), "{e}");
+    assert!(!server_saw("gr_marker_after "));
     j.stop().await;
 }
 
