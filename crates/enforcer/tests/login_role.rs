@@ -243,21 +243,25 @@ async fn the_reconciler_takes_back_direct_privileges_and_role_defaults() {
         "the reconciler took everything back"
     );
     // The audit writer is asynchronous: poll for the records.
+    // Counted for this login role: PUBLIC's SELECT is taken back too (the
+    // check above), but the gateways of this binary's other tests reconcile
+    // the same cluster, and the first to see it records it.
     let drift = |audit: &[(String, String, serde_json::Value)], what: &str| {
         audit
             .iter()
             .filter(|(k, s, d)| k == "alert.drift" && s == "alert" && d["drift"] == what)
+            .filter(|(_, _, d)| d["grantee"] == me.as_str() || d["login_role"] == me.as_str())
             .count()
     };
     let mut audit = Vec::new();
     for _ in 0..50 {
         audit = j.audit_kinds().await;
-        if drift(&audit, "privilege") >= 3 && drift(&audit, "role_setting") >= 2 {
+        if drift(&audit, "privilege") >= 2 && drift(&audit, "role_setting") >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(drift(&audit, "privilege") >= 3, "{audit:?}");
+    assert!(drift(&audit, "privilege") >= 2, "{audit:?}");
     assert!(drift(&audit, "role_setting") >= 2, "{audit:?}");
     j.stop().await;
 }
