@@ -320,7 +320,8 @@ pub struct Session<'a> {
     pub is_managed: &'a dyn Fn(&str) -> bool,
     /// Whether a name is a login role (the gateway's, any user's).
     pub is_login_role: &'a dyn Fn(&str) -> bool,
-    /// A managed role is in force for this session's user (an active grant).
+    /// A managed role may be in force for this session's user (an active
+    /// grant, one being granted, or one that ended less than a minute ago).
     pub in_force: bool,
     /// Whether a managed role may own this object (`Other`: assume so).
     pub managed_may_own: &'a dyn Fn(&ObjectRef) -> bool,
@@ -381,7 +382,7 @@ pub fn guard(ops: &PrivilegeOps, s: &Session<'_>) -> Option<String> {
         return Some(
             "jitgate refuses changing role memberships while a granted role is in force: an \
              ADMIN option it lends would make the change outlive the grant; run it once the \
-             grant has ended (jitgate relinquish)"
+             grant has ended (jitgate relinquish) and a minute has passed"
                 .into(),
         );
     }
@@ -406,7 +407,8 @@ pub fn guard(ops: &PrivilegeOps, s: &Session<'_>) -> Option<String> {
     Some(format!(
         "jitgate refuses {what} {name} while a granted role is in force: a managed role owns \
          (or may own) it, and what this hands out would outlive the grant; run it once the \
-         grant has ended (jitgate relinquish), or ask a database administrator"
+         grant has ended (jitgate relinquish) and a minute has passed, or ask a database \
+         administrator"
     ))
 }
 
