@@ -79,24 +79,45 @@ impl Provider {
     }
 }
 
+/// Where one gateway listens and keeps its state.
+struct Gateway {
+    port: u16,
+    api_port: u16,
+    /// The address people reach the API at (a load balancer's, with replicas).
+    public_api_port: u16,
+    state: String,
+}
+
+impl Gateway {
+    /// Its own ports and a SQLite store in `dir`.
+    fn alone(dir: &tempfile::TempDir) -> Gateway {
+        let (port, api_port) = (free_port(), free_port());
+        Gateway {
+            port,
+            api_port,
+            public_api_port: api_port,
+            state: format!("sqlite://{}", dir.path().join("state.db").display()),
+        }
+    }
+}
+
 fn sso_config(
     admin_url: &str,
     dir: &tempfile::TempDir,
-    ports: (u16, u16),
+    g: &Gateway,
     issuer: &str,
     extra_gateway: &str,
 ) -> std::path::PathBuf {
-    let (port, api_port) = ports;
     let text = testkit::config::App::new(admin_url)
         .no_people()
         .person("root", &["admins", "engineers"])
-        .gateway(format!("listen = \"127.0.0.1:{port}\""))
-        .gateway(format!("api_listen = \"127.0.0.1:{api_port}\""))
-        .gateway(format!("public_url = \"http://127.0.0.1:{api_port}\""))
+        .gateway(format!("listen = \"127.0.0.1:{}\"", g.port))
+        .gateway(format!("api_listen = \"127.0.0.1:{}\"", g.api_port))
         .gateway(format!(
-            "state = \"sqlite://{}\"",
-            dir.path().join("state.db").display()
+            "public_url = \"http://127.0.0.1:{}\"",
+            g.public_api_port
         ))
+        .gateway(format!("state = \"{}\"", g.state))
         .gateway("shutdown_timeout = \"1s\"")
         .gateway(extra_gateway)
         .default_duration("30m")
@@ -111,7 +132,21 @@ fn sso_config(
              allowed_domains = [\"example.com\"]\n"
         ))
         .toml();
-    write(dir, "jitgate.toml", &text)
+    write(dir, &format!("jitgate-{}.toml", g.port), &text)
+}
+
+/// The roles the configuration names (cluster-wide; the tests of this binary
+/// share the cluster, so whichever runs first creates them).
+fn roles(cluster: &Cluster) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        cluster
+            .psql(
+                "postgres",
+                "CREATE ROLE app_read NOLOGIN; CREATE ROLE app_write NOLOGIN",
+            )
+            .unwrap();
+    });
 }
 
 fn serve(cfg: &std::path::Path, port: u16) -> Running {
@@ -276,25 +311,26 @@ async fn audit(base: &str, kind: &str) -> Vec<Value> {
 async fn people_sign_in_with_the_identity_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = Cluster::shared();
+    roles(cluster);
     cluster.psql("postgres", "CREATE DATABASE app").unwrap();
     cluster
         .psql(
             "app",
-            "CREATE ROLE app_read NOLOGIN; CREATE ROLE app_write NOLOGIN;
-             CREATE TABLE orders (id int PRIMARY KEY, total int);
+            "CREATE TABLE orders (id int PRIMARY KEY, total int);
              INSERT INTO orders SELECT i, i FROM generate_series(1, 100) i;
              GRANT USAGE ON SCHEMA public TO app_read, app_write;
              GRANT SELECT ON orders TO app_read; GRANT DELETE ON orders TO app_write;",
         )
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (port, api_port) = (free_port(), free_port());
+    let g = Gateway::alone(&dir);
+    let (port, api_port) = (g.port, g.api_port);
     let base = format!("http://127.0.0.1:{api_port}");
     let op = Provider::start(&format!("{base}/ui/login/oidc/test/callback"), true);
     let cfg = sso_config(
         &cluster.url("app"),
         &dir,
-        (port, api_port),
+        &g,
         &op.issuer,
         "login_role_prefix = \"sso1_\"",
     );
@@ -585,14 +621,16 @@ fn saved_token(home: &std::path::Path) -> String {
 async fn passwords_can_be_turned_off() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = Cluster::shared();
+    roles(cluster);
     let dir = tempfile::tempdir().unwrap();
-    let (port, api_port) = (free_port(), free_port());
+    let g = Gateway::alone(&dir);
+    let (port, api_port) = (g.port, g.api_port);
     let base = format!("http://127.0.0.1:{api_port}");
     // The provider is found on first use; none needs to run for this.
     let cfg = sso_config(
         &cluster.url("postgres"),
         &dir,
-        (port, api_port),
+        &g,
         "http://127.0.0.1:9",
         "password_login = false\nlogin_role_prefix = \"sso2_\"",
     );
@@ -649,14 +687,16 @@ async fn passwords_can_be_turned_off() {
 async fn the_cli_signs_in_through_the_browser_without_a_device_flow() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = Cluster::shared();
+    roles(cluster);
     let dir = tempfile::tempdir().unwrap();
-    let (port, api_port) = (free_port(), free_port());
+    let g = Gateway::alone(&dir);
+    let (port, api_port) = (g.port, g.api_port);
     let base = format!("http://127.0.0.1:{api_port}");
     let op = Provider::start(&format!("{base}/ui/login/oidc/test/callback"), false);
     let cfg = sso_config(
         &cluster.url("postgres"),
         &dir,
-        (port, api_port),
+        &g,
         &op.issuer,
         "login_role_prefix = \"sso3_\"",
     );
@@ -703,4 +743,118 @@ async fn the_cli_signs_in_through_the_browser_without_a_device_flow() {
         "{report}"
     );
     b.close().await.unwrap();
+}
+
+/// Two replicas on one PostgreSQL state store, one public address (the
+/// first's, as a load balancer's would be): a browser sign-in started on one
+/// finishes on the other; a device sign-in started on one is polled on the
+/// other; a connection secret issued by one opens the other's listener.
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_ins_continue_on_another_replica() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = Cluster::shared();
+    roles(cluster);
+    cluster
+        .psql("postgres", "CREATE DATABASE state_sso")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write(&dir, "cluster.secret", "a-test-secret-of-32-characters!!\n");
+    let a = Gateway::alone(&dir);
+    let b = Gateway {
+        public_api_port: a.api_port,
+        ..Gateway::alone(&dir)
+    };
+    let store = format!("{}?sslmode=disable", cluster.url("state_sso"));
+    let (a, b) = (
+        Gateway {
+            state: store.clone(),
+            ..a
+        },
+        Gateway { state: store, ..b },
+    );
+    let base_a = format!("http://127.0.0.1:{}", a.api_port);
+    let base_b = format!("http://127.0.0.1:{}", b.api_port);
+    let op = Provider::start(&format!("{base_a}/ui/login/oidc/test/callback"), true);
+    let extra = format!(
+        "login_role_prefix = \"sso4_\"\ncluster_secret_file = \"{}\"",
+        secret.display()
+    );
+    let cfg_a = sso_config(&cluster.url("postgres"), &dir, &a, &op.issuer, &extra);
+    let cfg_b = sso_config(&cluster.url("postgres"), &dir, &b, &op.issuer, &extra);
+    let _ra = serve(&cfg_a, a.port);
+    let _rb = serve(&cfg_b, b.port);
+    let (_driver, driver_port) = chromedriver();
+    let br = browser(driver_port).await;
+
+    // Started on B, back at A (the public address): A finishes B's sign-in.
+    br.goto(&format!("{base_b}/ui/login")).await.unwrap();
+    br.find(Locator::LinkText("Sign in with test"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let inbox = through_provider(&br, "bob", |url, _| {
+        url.starts_with(&format!("{base_a}/ui/inbox"))
+    })
+    .await;
+    assert!(inbox.contains("bob"), "{inbox}");
+
+    // A device sign-in started on A, polled on B.
+    br.delete_all_cookies().await.unwrap();
+    let http = reqwest::Client::new();
+    let started: Value = http
+        .post(format!("{base_a}/api/v1/login/oidc/test/device"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = started["verification_uri_complete"].as_str().unwrap();
+    br.goto(url).await.unwrap();
+    through_provider(&br, "alice", |_, body| body.contains("Success")).await;
+    let handle = started["handle"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let token = loop {
+        let r = http
+            .post(format!("{base_b}/api/v1/login/oidc/test/device/token"))
+            .json(&serde_json::json!({"handle": handle}))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap();
+        if body["status"] == "done" {
+            break body["token"].as_str().unwrap().to_string();
+        }
+        assert_eq!(body["status"], "pending", "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the device sign-in never finished"
+        );
+        tokio::time::sleep(Duration::from_secs(body["interval"].as_u64().unwrap_or(1))).await;
+    };
+
+    // A connection secret from B opens A's listener; A knows alice's groups
+    // from the store.
+    let issued: Value = http
+        .post(format!("{base_b}/api/v1/connection-secret"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let o = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} dbname=app user=alice",
+            a.port
+        ))
+        .args(["-w", "-At", "-c", "SELECT current_user"])
+        .env("PGPASSWORD", issued["secret"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out(&o).trim(), "sso4_alice", "{}", out(&o));
+    br.close().await.unwrap();
 }
