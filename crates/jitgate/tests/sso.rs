@@ -384,6 +384,9 @@ async fn people_sign_in_with_the_identity_provider() {
 
     // Bob signs in through the browser and approves it.
     b.delete_all_cookies().await.unwrap();
+    b.goto(&format!("{base}/ui/login")).await.unwrap();
+    let png = b.screenshot().await.unwrap();
+    std::fs::write(concat!(env!("CARGO_TARGET_TMPDIR"), "/sso-login.png"), &png).unwrap();
     let inbox = web_sign_in(&b, &base, "bob").await;
     assert!(
         inbox.contains("Request 1: alice asks for app_write on app"),
