@@ -401,7 +401,7 @@ async fn client_command(
     if let Command::Login { .. } = command {
         let (Some(u), Some(p)) = (user, password) else {
             anyhow::bail!(
-                "jitgate login needs --user and --password (or JITGATE_USER and JITGATE_PASSWORD)"
+                "jitgate login needs --user and --password (or JITGATE_USER and JITGATE_PASSWORD), or --sso to sign in through the identity provider"
             );
         };
         let c = client::Client::connect(server, None, None).await?;
