@@ -46,6 +46,8 @@ pub struct StatementRecord<'a> {
     pub role: Option<&'a str>,
     pub grant: Option<i64>,
     pub kind: &'a str,
+    /// The user at their identity provider, if they signed in through one.
+    pub idp: Option<serde_json::Value>,
 }
 
 impl AuditSink {
@@ -126,6 +128,9 @@ fn statement_event(
         "session": s.session, "database": s.database, "role": s.role,
         "grant": s.grant, "action": s.kind, "fingerprint": fingerprint, "text": text,
     });
+    if let Some(idp) = &s.idp {
+        detail["idp"] = idp.clone();
+    }
     let kind = match refused {
         Some(why) => {
             detail["reason"] = json!(why);

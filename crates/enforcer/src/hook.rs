@@ -265,11 +265,20 @@ impl HookState {
             role,
             grant: None,
             kind: action,
+            idp: self.idp(&s.user),
         };
         let now = self.clock.now();
         self.audit
             .refused(now, &record, &error.message, alert, redact);
         error
+    }
+
+    /// `{"provider", "issuer", "subject"}` of a user from an identity
+    /// provider, for their statement records.
+    fn idp(&self, user: &str) -> Option<serde_json::Value> {
+        self.policy.person(user).map(|p| {
+            serde_json::json!({"provider": p.provider, "issuer": p.issuer, "subject": p.subject})
+        })
     }
 
     /// Notes and audits a statement let through by a grant. The record is
@@ -300,6 +309,7 @@ impl HookState {
             role: Some(role),
             grant: Some(grant),
             kind: action,
+            idp: self.idp(&s.user),
         };
         let now = self.clock.now();
         let recorded = self

@@ -458,6 +458,15 @@ async fn people_sign_in_with_the_identity_provider() {
         op.issuer.as_str(),
         "{vote}"
     );
+    // So do alice's statements, refused and run.
+    for kind in ["statement.refused", "statement.run"] {
+        let records = audit(&base, kind).await;
+        let mine = records
+            .iter()
+            .find(|e| e["actor"] == "alice")
+            .unwrap_or_else(|| panic!("{kind}: {records:?}"));
+        assert_eq!(mine["detail"]["idp"]["subject"], "alice", "{mine}");
+    }
 
     // A state works once, and only in the browser that started the sign-in.
     let http = reqwest::Client::builder()
