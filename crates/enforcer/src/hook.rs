@@ -276,9 +276,7 @@ impl HookState {
     /// `{"provider", "issuer", "subject"}` of a user from an identity
     /// provider, for their statement records.
     fn idp(&self, user: &str) -> Option<serde_json::Value> {
-        self.policy.person(user).map(|p| {
-            serde_json::json!({"provider": p.provider, "issuer": p.issuer, "subject": p.subject})
-        })
+        self.policy.idp(user).map(|i| serde_json::json!(i))
     }
 
     /// Notes and audits a statement let through by a grant. The record is

@@ -458,8 +458,8 @@ async fn people_sign_in_with_the_identity_provider() {
         op.issuer.as_str(),
         "{vote}"
     );
-    // So do alice's statements, refused and run.
-    for kind in ["statement.refused", "statement.run"] {
+    // So do alice's request and statements, refused and run.
+    for kind in ["request.filed", "statement.refused", "statement.run"] {
         let records = audit(&base, kind).await;
         let mine = records
             .iter()

@@ -32,5 +32,5 @@ pub mod tree;
 
 pub use clock::{Clock, Time};
 pub use grant::{Grant, GrantEnd, GrantError, GrantState};
-pub use model::{Person, Policy, PolicyError, RolePolicy, StagePolicy};
+pub use model::{Idp, Person, Policy, PolicyError, RolePolicy, StagePolicy};
 pub use request::{Decision, DecisionError, FileError, Request, RequestState, Tick, Transition};

@@ -72,6 +72,24 @@ pub struct Person {
     pub subject: String,
 }
 
+/// Who someone is at their identity provider (in audit records and requests).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idp {
+    pub provider: String,
+    pub issuer: String,
+    pub subject: String,
+}
+
+impl Person {
+    pub fn idp(&self) -> Idp {
+        Idp {
+            provider: self.provider.clone(),
+            issuer: self.issuer.clone(),
+            subject: self.subject.clone(),
+        }
+    }
+}
+
 /// The people identity providers vouched for: the one part of the policy
 /// that changes while jitgate runs (at each sign-in, see `api::sso`).
 /// `[[user]]`s take precedence: a configured name is never taken from here.
@@ -269,6 +287,14 @@ impl Policy {
     /// Whether `user` is a `[[user]]` of the configuration.
     pub fn is_configured(&self, user: &str) -> bool {
         self.users.contains_key(user)
+    }
+
+    /// Who `user` is at their identity provider, if they signed in through one.
+    pub fn idp(&self, user: &str) -> Option<Idp> {
+        if self.users.contains_key(user) {
+            return None;
+        }
+        self.directory.read().get(user).map(Person::idp)
     }
 
     /// The identity provider's word on `user`, if they signed in through one.

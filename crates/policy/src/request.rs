@@ -84,6 +84,9 @@ pub struct Request {
     pub escalated: bool,
     pub decisions: Vec<Decision>,
     pub decided_at: Option<Time>,
+    /// The requester at their identity provider, if they signed in through one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_idp: Option<crate::model::Idp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -226,6 +229,7 @@ impl Request {
             escalated: false,
             decisions: Vec::new(),
             decided_at: None,
+            requester_idp: policy.idp(user),
         })
     }
 

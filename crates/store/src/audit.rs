@@ -72,6 +72,14 @@ impl AuditEvent {
         self
     }
 
+    /// Adds `idp` (who the actor is at their identity provider), if any.
+    pub fn with_idp(self, idp: Option<&policy::Idp>) -> Self {
+        match idp {
+            Some(i) => self.with_detail("idp", serde_json::to_value(i).expect("serializable")),
+            None => self,
+        }
+    }
+
     /// Adds `key` to an object `detail`.
     pub fn with_detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         if let Some(map) = self.detail.as_object_mut() {

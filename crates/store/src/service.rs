@@ -43,6 +43,7 @@ pub fn filed_event(r: &Request) -> AuditEvent {
             "extends_grant": r.extends_grant,
         }),
     )
+    .with_idp(r.requester_idp.as_ref())
 }
 
 pub fn grant_started_event(g: &Grant) -> AuditEvent {
@@ -139,13 +140,8 @@ pub async fn decide(
             subject.clone(),
             json!({"stage": v.value.stage, "comment": comment}),
         )];
-        if let Some(p) = policy.person(who) {
-            // Distinct people are distinct subjects at their provider.
-            events[0] = events[0].clone().with_detail(
-                "idp",
-                json!({"provider": p.provider, "issuer": p.issuer, "subject": p.subject}),
-            );
-        }
+        // Distinct people are distinct subjects at their provider.
+        events[0] = events[0].clone().with_idp(policy.idp(who).as_ref());
         let mut grant = None;
         match transition {
             Transition::Recorded => {}

@@ -86,7 +86,7 @@ fn plain(s: &str) -> bool {
 
 /// `{"provider", "issuer", "subject"}` for audit details.
 pub fn idp_detail(p: &Person) -> Value {
-    json!({"provider": p.provider, "issuer": p.issuer, "subject": p.subject})
+    json!(p.idp())
 }
 
 /// Audits a sign-in refused before anyone was identified (the token did not
