@@ -392,6 +392,11 @@ async fn people_sign_in_with_the_identity_provider() {
         inbox.contains("Request 1: alice asks for app_write on app"),
         "{inbox}"
     );
+    // The approver sees who the requester is at the provider.
+    assert!(
+        inbox.contains(&format!("Signed in as\nalice at {} (test)", op.issuer)),
+        "{inbox}"
+    );
     b.find(Locator::Css("button.approve"))
         .await
         .unwrap()

@@ -59,6 +59,8 @@ pub struct DecisionView {
 pub struct RequestView {
     pub id: i64,
     pub user: String,
+    /// Who the requester is at their identity provider ("subject at issuer").
+    pub identity: Option<String>,
     pub role: String,
     pub database: String,
     pub reason: String,
@@ -148,6 +150,10 @@ impl RequestView {
         RequestView {
             id: r.id,
             user: r.user.clone(),
+            identity: r
+                .requester_idp
+                .as_ref()
+                .map(|i| format!("{} at {} ({})", i.subject, i.issuer, i.provider)),
             role: r.role.clone(),
             database: r.database.clone(),
             reason: r.reason.clone(),
