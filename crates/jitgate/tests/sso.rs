@@ -574,8 +574,15 @@ async fn people_sign_in_with_the_identity_provider() {
     b.delete_all_cookies().await.unwrap();
     let page = web_sign_in(&b, &base, "impostor").await;
     assert!(
-        page.contains("the name `alice` belongs to another identity (alice at"),
+        page.contains("the name `alice` belongs to another identity at the provider"),
         "{page}"
+    );
+    assert!(!page.contains("alice at http"), "{page}");
+    let refused = audit(&base, "auth.refused").await;
+    assert!(
+        refused.iter().any(|e| e["detail"]["reason"]
+            == format!("the name `alice` belongs to alice at {}", op.issuer)),
+        "{refused:?}"
     );
 
     // Bob leaves the approvers' group at the provider: after signing in

@@ -153,13 +153,17 @@ pub async fn complete(
         .await?
     {
         if owner != me {
+            // The owner's subject goes to the audit log, not to this person.
             let (issuer, subject) = owner.split_once('\n').unwrap_or((&owner, "?"));
-            let (ev, reason) = refuse(
-                format!("the name `{user}` belongs to another identity ({subject} at {issuer})"),
+            let (ev, _) = refuse(
+                format!("the name `{user}` belongs to {subject} at {issuer}"),
                 Some(&user),
             );
             state.store.append_audit(vec![ev]).await?;
-            return Err(ApiError::forbidden(reason));
+            return Err(ApiError::forbidden(format!(
+                "the name `{user}` belongs to another identity at the provider; \
+                 ask a jitgate administrator"
+            )));
         }
     }
     // Recorded even when refused below: a leaver loses their groups now,
