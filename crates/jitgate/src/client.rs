@@ -44,13 +44,17 @@ fn saved_tokens() -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn save_token(server: &str, token: &str) -> anyhow::Result<PathBuf> {
+/// Saves `token` as `server`'s, or forgets `server`'s (None).
+fn save_token(server: &str, token: Option<&str>) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
     let path =
         tokens_path().ok_or_else(|| anyhow!("no HOME or XDG_CONFIG_HOME to save the token in"))?;
     std::fs::create_dir_all(path.parent().unwrap())?;
     let mut all = saved_tokens();
-    all.insert(server.to_string(), token.to_string());
+    match token {
+        Some(t) => all.insert(server.to_string(), t.to_string()),
+        None => all.remove(server),
+    };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -94,7 +98,23 @@ impl Client {
 
     /// Saves `token` as this server's (`jitgate login`).
     pub fn save(&self, token: &str) -> anyhow::Result<PathBuf> {
-        save_token(&self.server, token)
+        save_token(&self.server, Some(token))
+    }
+
+    /// `jitgate logout`: the saved token is revoked and forgotten.
+    pub async fn logout_and_forget(&self) -> anyhow::Result<String> {
+        if self.token.is_none() {
+            return Ok(format!("not logged in to {}", self.server));
+        }
+        // Forgotten even if the server says it was already revoked.
+        let revoked = self.call("POST", "/api/v1/logout", None).await;
+        let path = save_token(&self.server, None)?;
+        revoked?;
+        Ok(format!(
+            "logged out of {}; token revoked and removed from {}",
+            self.server,
+            path.display()
+        ))
     }
 
     /// Ends a one-command login, so `--user`/`--password` calls leave no live token.
@@ -122,7 +142,7 @@ impl Client {
     /// `jitgate login`: logs in and saves the token for this server.
     pub async fn login_and_save(&self, user: &str, password: &str) -> anyhow::Result<String> {
         let (token, body) = self.login(user, password).await?;
-        let path = save_token(&self.server, &token)?;
+        let path = save_token(&self.server, Some(&token))?;
         Ok(format!(
             "logged in to {} as {user} until {}; token saved in {}",
             self.server,

@@ -156,6 +156,8 @@ enum Command {
         #[arg(long, requires = "sso")]
         no_browser: bool,
     },
+    /// Revoke the saved token (and the connection secret issued under it).
+    Logout,
     /// A connection secret for database clients (after `login --sso`): written
     /// to ~/.pgpass (or PGPASSFILE), with a connection string to use.
     DbLogin {
@@ -448,23 +450,14 @@ async fn client_command(
         Command::Audit {
             command: AuditCommand::Export,
         } => commands::audit_export(&c).await,
+        Command::Logout => c.logout_and_forget().await.map(|r| eprintln!("{r}")),
         Command::DbLogin {
             db: _,
             revoke: true,
-        } => match sso::revoke(&c).await {
-            Ok(report) => {
-                eprintln!("{report}");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        },
-        Command::DbLogin { db, revoke: false } => match sso::db_login(&c, &db).await {
-            Ok(login) => {
-                eprintln!("{}", login.report);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        },
+        } => sso::revoke(&c).await.map(|r| eprintln!("{r}")),
+        Command::DbLogin { db, revoke: false } => sso::db_login(&c, &db)
+            .await
+            .map(|l| eprintln!("{}", l.report)),
         Command::Psql { db, args } => {
             let code = sso::psql(&c, &db, &args).await?;
             c.finish().await;

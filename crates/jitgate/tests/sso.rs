@@ -437,14 +437,10 @@ async fn people_sign_in_with_the_identity_provider() {
         out(&o)
     );
     assert!(psql_with(&pgpass).contains("99"), "{}", psql_with(&pgpass));
-    let token = saved_token(&alice);
-    let r = reqwest::Client::new()
-        .post(format!("{base}/api/v1/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let o = person_cli(&alice, api_port, &["logout"]).output().unwrap();
+    assert!(out(&o).contains("token revoked"), "{}", out(&o));
+    let tokens = std::fs::read_to_string(alice.join(".config/jitgate/tokens.json")).unwrap();
+    assert!(!tokens.contains("jg_"), "{tokens}");
     let refused = psql_with(&pgpass);
     assert!(
         refused.contains("password authentication failed"),
