@@ -1,21 +1,18 @@
 //! One suite, run against both backends: filing and de-duplication, the
 //! approval flow with its audit trail, 20 concurrent approvers, extensions,
-//! expiry, tokens, and tamper detection.
+//! expiry, and tamper detection (tokens and records: `records.rs`).
 
-use chrono::{Duration, TimeZone, Utc};
-use policy::{
-    DecisionError, GrantEnd, GrantState, Policy, RequestState, RolePolicy, StagePolicy, Time,
-};
+use chrono::Duration;
+use policy::{DecisionError, GrantEnd, GrantState, Policy, RequestState, RolePolicy, StagePolicy};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use store::service::{self, ServiceError};
 use store::Kind;
 use store::{AuditEvent, AuditFilter, GrantFilter, Store};
 
-fn t0() -> Time {
-    Utc.with_ymd_and_hms(2026, 11, 29, 9, 0, 0).unwrap()
-}
+#[macro_use]
+mod common;
+use common::*;
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
@@ -59,70 +56,6 @@ fn policy() -> Policy {
         ],
     )
     .unwrap()
-}
-
-enum Backend {
-    Sqlite(tempfile::TempDir),
-    Postgres(String),
-}
-
-async fn open(kind: &str) -> (Arc<dyn Store>, Backend) {
-    match kind {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("state.db").display());
-            (store::open(&url).await.unwrap(), Backend::Sqlite(dir))
-        }
-        _ => {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let c = pgcluster::Cluster::shared();
-            let db = format!("store_{}", N.fetch_add(1, Ordering::Relaxed));
-            let c2 = db.clone();
-            tokio::task::spawn_blocking(move || {
-                c.psql("postgres", &format!("CREATE DATABASE {c2}"))
-                    .unwrap()
-            })
-            .await
-            .unwrap();
-            (
-                store::open(&c.url(&db)).await.unwrap(),
-                Backend::Postgres(db),
-            )
-        }
-    }
-}
-
-/// Overwrites one column of one audit row behind the store's back.
-async fn tamper(backend: &Backend, sql: &str) {
-    match backend {
-        Backend::Sqlite(dir) => {
-            let conn = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
-            conn.execute_batch(sql).unwrap();
-        }
-        Backend::Postgres(db) => {
-            let (db, sql) = (db.clone(), sql.to_string());
-            tokio::task::spawn_blocking(move || {
-                pgcluster::Cluster::shared().psql(&db, &sql).unwrap()
-            })
-            .await
-            .unwrap();
-        }
-    }
-}
-
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn sqlite() {
-                super::$name("sqlite").await
-            }
-            #[tokio::test(flavor = "multi_thread")]
-            async fn postgres() {
-                super::$name("postgres").await
-            }
-        }
-    };
 }
 
 both!(filing_reuses_the_pending_request);
@@ -423,118 +356,6 @@ async fn grants_end_once(kind: &str) {
         service::end_grant(&*s, g.id, GrantEnd::Revoked, "bob", "", t0())
             .await
             .is_err()
-    );
-}
-
-both!(tokens_are_stored_by_hash_and_revocable);
-async fn tokens_are_stored_by_hash_and_revocable(kind: &str) {
-    let (s, _b) = open(kind).await;
-    s.insert_token("abc123", "alice", t0() + Duration::hours(1), vec![])
-        .await
-        .unwrap();
-    let row = s.token("abc123").await.unwrap().unwrap();
-    assert_eq!(row.user, "alice");
-    assert!(!row.revoked);
-    assert!(s.revoke_token("abc123", vec![]).await.unwrap());
-    assert!(!s.revoke_token("abc123", vec![]).await.unwrap());
-    assert!(s.token("abc123").await.unwrap().unwrap().revoked);
-    assert!(s.token("nope").await.unwrap().is_none());
-}
-
-both!(records_expire_and_are_taken_once);
-async fn records_expire_and_are_taken_once(kind: &str) {
-    let (s, _b) = open(kind).await;
-    let (now, later) = (t0(), t0() + Duration::minutes(10));
-    s.put_record("sso-state:a", "one", now, later, vec![])
-        .await
-        .unwrap();
-    s.put_record(
-        "sso-state:b",
-        "two",
-        now,
-        t0() + Duration::minutes(1),
-        vec![],
-    )
-    .await
-    .unwrap();
-    s.put_record("identity:alice", "{}", now, later, vec![])
-        .await
-        .unwrap();
-    assert_eq!(
-        s.record("sso-state:a", now).await.unwrap().as_deref(),
-        Some("one")
-    );
-    let listed = s.records("sso-state:", now).await.unwrap();
-    assert_eq!(listed.len(), 2, "{listed:?}");
-    // Expired: invisible, and not taken.
-    let after = t0() + Duration::minutes(2);
-    assert_eq!(s.record("sso-state:b", after).await.unwrap(), None);
-    assert_eq!(s.take_record("sso-state:b", after).await.unwrap(), None);
-    // Taken once, by one of two concurrent takers.
-    let (x, y) = tokio::join!(
-        s.take_record("sso-state:a", now),
-        s.take_record("sso-state:a", now)
-    );
-    let got: Vec<_> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
-    assert_eq!(got, ["one"]);
-    // Replacing keeps one value; a write drops what expired by its `now`.
-    s.put_record("identity:alice", "{\"v\":2}", now, later, vec![])
-        .await
-        .unwrap();
-    assert_eq!(
-        s.records("identity:", now).await.unwrap(),
-        [("identity:alice".to_string(), "{\"v\":2}".to_string())]
-    );
-    s.put_record(
-        "x",
-        "y",
-        t0() + Duration::minutes(20),
-        t0() + Duration::minutes(30),
-        vec![],
-    )
-    .await
-    .unwrap();
-    assert!(s
-        .records("", t0())
-        .await
-        .unwrap()
-        .iter()
-        .all(|(k, _)| k == "x"));
-}
-
-both!(a_record_is_claimed_once);
-async fn a_record_is_claimed_once(kind: &str) {
-    let (s, _b) = open(kind).await;
-    let (now, kept) = (t0(), t0() + Duration::days(1));
-    let claims = (0..8).map(|i| {
-        let s = s.clone();
-        tokio::spawn(async move {
-            s.claim_record("name:alice", &format!("subject {i}"), now, kept)
-                .await
-        })
-    });
-    let mut won = Vec::new();
-    for c in claims {
-        if c.await.unwrap().unwrap().is_none() {
-            won.push(());
-        }
-    }
-    assert_eq!(won.len(), 1, "exactly one claim wins");
-    let owner = s.record("name:alice", now).await.unwrap().unwrap();
-    assert_eq!(
-        s.claim_record("name:alice", "someone else", now, kept)
-            .await
-            .unwrap()
-            .as_deref(),
-        Some(owner.as_str())
-    );
-    // An expired claim can be made again.
-    let later = kept + Duration::seconds(1);
-    assert_eq!(
-        s.claim_record("name:alice", "new", later, later + Duration::days(1))
-            .await
-            .unwrap(),
-        None
     );
 }
 

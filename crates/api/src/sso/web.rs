@@ -101,25 +101,30 @@ pub async fn start(
         cli_port: q.cli_port,
         cli_challenge: q.cli_challenge,
     };
-    let now = state.clock.now();
     let record = serde_json::to_string(&pending).expect("serializable");
-    if let Err(e) = state
-        .store
-        .put_record(
-            &hashed("sso-state", csrf.secret()),
-            &record,
-            now,
-            now + PENDING_TTL,
-            vec![],
-        )
-        .await
-    {
-        return ApiError::from(e).into_response();
+    let key = hashed("sso-state", csrf.secret());
+    if let Err(e) = keep(&state, &key, &record, PENDING_TTL).await {
+        return e;
     }
     let mut resp = Redirect::to(url.as_str()).into_response();
     resp.headers_mut()
         .append(header::SET_COOKIE, state_cookie(&state, csrf.secret(), 600));
     resp
+}
+
+/// Keeps what the next request of a sign-in needs, for `ttl`.
+async fn keep(
+    state: &AppState,
+    key: &str,
+    value: &str,
+    ttl: chrono::Duration,
+) -> Result<(), Response> {
+    let now = state.clock.now();
+    state
+        .store
+        .put_record(key, value, now, now + ttl, vec![])
+        .await
+        .map_err(|e| ApiError::from(e).into_response())
 }
 
 fn state_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
@@ -240,18 +245,9 @@ pub async fn callback(
         let record = json!({"token": token, "user": user, "expires_at": expires_at,
                             "challenge": challenge})
         .to_string();
-        if let Err(e) = state
-            .store
-            .put_record(
-                &hashed("sso-loopback", &one_time),
-                &record,
-                now,
-                now + LOOPBACK_TTL,
-                vec![],
-            )
-            .await
-        {
-            return ApiError::from(e).into_response();
+        let key = hashed("sso-loopback", &one_time);
+        if let Err(e) = keep(&state, &key, &record, LOOPBACK_TTL).await {
+            return e;
         }
         return Redirect::to(&format!("http://127.0.0.1:{port}/callback?code={one_time}"))
             .into_response();

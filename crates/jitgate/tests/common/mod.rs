@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod oidc;
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
